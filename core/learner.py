@@ -1,0 +1,69 @@
+"""The meta-learned object: a backbone's initial weights plus an inner-loop rule, as one ``nn.Module``.
+
+``Learner.parameters()`` are exactly the meta-parameters the outer loop optimises (the backbone is frozen
+for ALFA's random-initialisation variant), so the optimiser and checkpoint code need nothing special.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.rules import InnerRule, build_rule
+from models.backbones import build_backbone, inner_parameter_names, xavier_reinitialise
+
+HEAD_INITS = ("learned", "zero", "prototype")
+
+
+class Learner(nn.Module):
+    def __init__(
+        self,
+        backbone_config: dict[str, Any],
+        rule_config: dict[str, Any],
+        head_init: str = "learned",
+        task_kind: str = "classification",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, not {head_init!r}")
+        if task_kind not in ("classification", "regression"):
+            raise ValueError(f"task_kind must be 'classification' or 'regression', not {task_kind!r}")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if generator is not None:
+            # Seed the default generator too: nn.Module constructors draw from it.
+            torch.manual_seed(seed)
+        self.backbone = build_backbone(backbone_config)
+        self.inner_names = inner_parameter_names(self.backbone)
+        shapes = {name: p.shape for name, p in self.backbone.named_parameters()}
+        self.rule: InnerRule = build_rule(rule_config, self.inner_names, shapes)
+        self.head_init = head_init
+        self.task_kind = task_kind
+        self.frozen_backbone = self.rule.name == "alfa_random"
+        if self.frozen_backbone:
+            xavier_reinitialise(self.backbone, generator)
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+
+    @property
+    def backbone_config(self) -> dict[str, Any]:
+        return dict(self.backbone.config)
+
+    @property
+    def trained_n_classes(self) -> int:
+        return int(self.backbone.config["n_classes"])
+
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        return dict(self.backbone.named_parameters())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone_config,
+            "rule": self.rule.config(),
+            "head_init": self.head_init,
+            "task_kind": self.task_kind,
+            "frozen_backbone": self.frozen_backbone,
+            "inner_tensors": list(self.inner_names),
+        }

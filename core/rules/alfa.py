@@ -1,0 +1,107 @@
+"""ALFA: Adaptive Learning of hyperparameters for Fast Adaptation (Baik et al., NeurIPS 2020).
+
+Implements eq. (4) and (7) of the paper as the authors' public code does (see shared/reference.md):
+
+    tau_bar_j = [mean(theta_1..N), mean(grad_1..N).detach()]                (2N inputs)
+    (alpha~, beta~) = g_phi(tau_bar_j)          g_phi = Linear(2N,2N) - ReLU - Linear(2N,2N)
+    theta_l <- (1 - beta~_l * beta0_{j,l}) * theta_l - alpha~_l * alpha0_{j,l} * grad_l
+
+``alpha0`` / ``beta0`` are the per-step per-layer post-multipliers (init: base rate 0.01 and
+weight-decay * rate = 5e-4 * 0.01). The random-initialisation variant keeps the backbone frozen and adds a
+meta-learned per-element decay ``B`` (init 5e-6) that multiplies beta~, with beta0 starting at 1.0:
+
+    theta_l <- (1 - B_l ⊙ beta~_l * beta0_{j,l}) * theta_l - alpha~_l * alpha0_{j,l} * grad_l
+
+Deviation from the code: the post-multipliers have ``steps`` entries (the code allocates ``steps + 1``
+and never reads the last).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.rules.base import InnerRule, Params, StepTrace, param_key
+
+
+class ALFARule(InnerRule):
+    name = "alfa"
+
+    def __init__(
+        self,
+        layer_names: list[str],
+        shapes: dict[str, torch.Size],
+        steps: int = 5,
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        random_init: bool = False,
+    ) -> None:
+        super().__init__(layer_names, shapes)
+        self.steps = int(steps)
+        self.init_lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.random_init = bool(random_init)
+        n_layers = len(self.layer_names)
+        self.generator = nn.Sequential(
+            nn.Linear(2 * n_layers, 2 * n_layers), nn.ReLU(), nn.Linear(2 * n_layers, 2 * n_layers)
+        )
+        beta0 = 1.0 if self.random_init else self.weight_decay * self.init_lr
+        self.alpha0 = nn.Parameter(torch.full((self.steps, n_layers), self.init_lr))
+        self.beta0 = nn.Parameter(torch.full((self.steps, n_layers), beta0))
+        if self.random_init:
+            self.decay = nn.ParameterDict(
+                {
+                    param_key(n): nn.Parameter(torch.full(tuple(self.shapes[n]), self.weight_decay * self.init_lr))
+                    for n in self.layer_names
+                }
+            )
+        if random_init:
+            self.name = "alfa_random"
+
+    def generator_input(self, params: Params, grads: Params) -> torch.Tensor:
+        """The task learning state tau_bar: N weight means (differentiable), then N gradient means (detached)."""
+        weight_means = torch.stack([params[n].mean() for n in self.layer_names])
+        grad_means = torch.stack([grads[n].detach().mean() for n in self.layer_names])
+        return torch.cat([weight_means, grad_means])
+
+    def generate(self, params: Params, grads: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha~, beta~), one value per updated tensor: the first N outputs, then the last N."""
+        out = self.generator(self.generator_input(params, grads))
+        n_layers = len(self.layer_names)
+        return out[:n_layers], out[n_layers:]
+
+    def _decay_for(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        decay = self.decay[param_key(name)]
+        if decay.shape == like.shape:
+            return decay
+        return decay.mean(dim=0, keepdim=True).expand_as(like)
+
+    def step(self, params: Params, grads: Params, step_index: int, state: dict[str, Any]):
+        j = min(step_index, self.steps - 1)
+        alpha_tilde, beta_tilde = self.generate(params, grads)
+        alpha = alpha_tilde * self.alpha0[j]
+        beta_scale = beta_tilde * self.beta0[j]
+        trace = StepTrace()
+        new = {}
+        for index, name in enumerate(self.layer_names):
+            shrink = beta_scale[index]
+            if self.random_init:
+                shrink = self._decay_for(name, params[name]) * shrink
+            keep = 1 - shrink
+            new[name] = keep * params[name] - alpha[index] * grads[name]
+            trace.alpha[name] = alpha[index].detach()
+            trace.beta[name] = keep.detach().mean()
+        return new, trace
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "steps": self.steps,
+            "lr": self.init_lr,
+            "weight_decay": self.weight_decay,
+        }
+
+    def adapts_per_class_head(self) -> bool:
+        return self.random_init
