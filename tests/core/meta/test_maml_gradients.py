@@ -145,3 +145,22 @@ def test_prototype_head_initial_logits_rank_by_distance():
     prototypes = torch.stack([feats_s[task.support_y == k].mean(0) for k in range(3)])
     distances = torch.cdist(feats_q, prototypes) ** 2
     torch.testing.assert_close(logits, -distances + (feats_q**2).sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+@pytest.mark.parametrize(
+    "rule,head_init",
+    [({"name": "sgd", "lr": 0.3}, "learned"), ({"name": "alfa", "steps": 3}, "zero"), ({"name": "alfa_random", "steps": 3}, "prototype")],
+)
+def test_batched_meta_gradient_equals_per_task_loop(rule, head_init, second_order):
+    from core.meta.batched import BatchedMAMLGradient
+
+    learner = _learner(rule, head_init)
+    tasks = [_tiny_task(s) for s in range(3)]
+    loop, loop_diag = MAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks)
+    batched, batched_diag = BatchedMAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks)
+    assert loop.keys() == batched.keys()
+    for name in loop:
+        torch.testing.assert_close(batched[name], loop[name], rtol=1e-9, atol=1e-11, msg=name)
+    assert batched_diag["loss"] == pytest.approx(loop_diag["loss"], rel=1e-9)
+    assert batched_diag["accuracy"] == pytest.approx(loop_diag["accuracy"])

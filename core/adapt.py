@@ -1,0 +1,118 @@
+"""Adapt a meta-trained learner to one episode: what the dashboard, the CLI and the evaluator all call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from core.data.episode import Episode
+from core.learner import Learner
+from core.meta.inner import forward, inner_loop, prepare_head, task_loss
+
+
+@dataclass
+class AdaptationResult:
+    """Everything one adaptation produced, as plain Python values (ready to print, store or plot)."""
+
+    rule: str
+    steps: int
+    head_init: str
+    class_names: list[str]
+    predictions: list[int]
+    probabilities: list[list[float]]
+    query_labels: list[int] | None
+    accuracy: float | None
+    query_loss: float | None
+    support_loss: list[float]  # before each step, then after the last: steps + 1 values
+    support_accuracy: list[float]
+    traces: list[dict[str, dict[str, float]]]  # per step: tensor name -> {"alpha", "beta"}
+    seconds: float
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_head_init(learner: Learner, n_way: int) -> str:
+    """The meta-learned head when the class count matches, else a class-count-free head.
+
+    Prototypes give the adapted classifier a sensible start for any number of classes (measured in the
+    README); a zero head can be asked for explicitly.
+    """
+    if learner.head_init != "learned":
+        return learner.head_init
+    return "learned" if n_way == learner.trained_n_classes else "prototype"
+
+
+def adapt(
+    learner: Learner,
+    episode: Episode,
+    steps: int,
+    head_init: str | None = None,
+    device: torch.device | str | None = None,
+) -> AdaptationResult:
+    """Run ``steps`` inner-loop updates on the support set, then classify the queries (first order, no meta-graph).
+
+    The learner's tensors are read, never written: adaptation works on detached copies.
+    """
+    if episode.n_way < 2:
+        raise ValueError(f"an episode needs at least 2 classes, this one has {episode.n_way}")
+    missing = [name for name, count in zip(episode.class_names, episode.shots_per_class) if count == 0]
+    if missing:
+        raise ValueError(f"these classes have no support images: {', '.join(missing)}")
+    if len(episode.query_images) == 0:
+        raise ValueError("the episode has no query images")
+    if steps < 0:
+        raise ValueError("steps must be 0 or more")
+    device = torch.device(device) if device is not None else next(learner.parameters()).device
+    head_init = head_init or default_head_init(learner, episode.n_way)
+    episode = episode.to(device)
+    started = time.perf_counter()
+    params = {n: p.detach() for n, p in learner.initial_params().items()}
+    with torch.no_grad():
+        params = prepare_head(
+            learner, params, episode.support_images, episode.support_labels, episode.n_way, head_init
+        )
+    result = inner_loop(
+        learner, params, episode.support_images, episode.support_labels, steps,
+        create_graph=False, differentiable=False, record_final=True,
+    )
+    with torch.no_grad():
+        logits = forward(learner, result.params, episode.query_images)
+        probabilities = torch.softmax(logits, dim=-1)
+        predictions = probabilities.argmax(dim=-1)
+        query_loss = accuracy = None
+        if episode.query_labels is not None:
+            query_loss = float(task_loss(learner, logits, episode.query_labels))
+            accuracy = float((predictions == episode.query_labels).float().mean())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    return AdaptationResult(
+        rule=learner.rule.name,
+        steps=steps,
+        head_init=head_init,
+        class_names=list(episode.class_names),
+        predictions=[int(p) for p in predictions.cpu()],
+        probabilities=probabilities.cpu().tolist(),
+        query_labels=None if episode.query_labels is None else [int(v) for v in episode.query_labels.cpu()],
+        accuracy=accuracy,
+        query_loss=query_loss,
+        support_loss=[float(v) for v in result.support_losses],
+        support_accuracy=[float(v) for v in result.support_accuracies],
+        traces=[trace.as_floats() for trace in result.traces],
+        seconds=seconds,
+        device=str(device),
+    )
+
+
+def adapt_regression(learner: Learner, support_x, support_y, query_x, query_y, steps: int) -> float:
+    """Query MSE after ``steps`` inner updates on a regression task (sine experiments)."""
+    params = {n: p.detach() for n, p in learner.initial_params().items()}
+    result = inner_loop(learner, params, support_x, support_y, steps, create_graph=False, differentiable=False)
+    with torch.no_grad():
+        return float(task_loss(learner, forward(learner, result.params, query_x), query_y))

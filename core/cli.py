@@ -1,0 +1,202 @@
+"""Command line: ``python -m core train | evaluate | adapt | info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
+
+
+def _die(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.config import load_config
+    from core.train import Trainer
+
+    config = load_config(args.config)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    if args.iterations:
+        config.meta.iterations = args.iterations
+    trainer = Trainer(config, device=args.device, progress=not args.no_progress)
+    try:
+        summary = trainer.run(resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluation_set(args, metadata):
+    from core.config import config_from_dict
+    from core.data.folders import FolderImageSet
+    from core.data.images import ImageSpec
+    from core.train import build_image_set
+
+    spec = ImageSpec.from_dict(metadata["image"])
+    if args.folder:
+        return FolderImageSet(args.folder, args.split, spec, name=Path(args.folder).name)
+    raw = metadata.get("training", {}).get("config")
+    if not raw:
+        raise ValueError("this checkpoint does not record its training data; pass --folder ROOT [--split NAME]")
+    config = config_from_dict(raw)
+    if args.data_root:
+        config.data.root = args.data_root
+    role = args.split or "test"
+    if role not in ("train", "val", "test"):
+        raise ValueError("--split must be train, val or test unless --folder is given")
+    if not getattr(config.data, role):
+        raise ValueError(f"the checkpoint's training config has no {role} split; pass --folder ROOT --split NAME")
+    return build_image_set(config, role)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.device import pick_device
+    from core.evaluate import evaluate_classification, evaluate_regression
+    from core.model_io import load_learner
+
+    device = pick_device(args.device)
+    learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
+    steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
+    if learner.task_kind == "regression":
+        from core.data.sine import SineTaskFamily
+
+        result = evaluate_regression(
+            learner, SineTaskFamily(), args.shot or metadata["training"]["config"]["task"]["k_shot"],
+            episodes=args.episodes, steps=steps, seed=args.seed, progress=not args.json,
+        )
+    else:
+        image_set = _evaluation_set(args, metadata)
+        result = evaluate_classification(
+            learner, image_set, args.way or metadata.get("n_way") or 5, args.shot or 1, args.query, args.episodes,
+            steps, seed=args.seed, head_init=args.head_init, progress=not args.json,
+        )
+    payload = {"checkpoint": str(args.checkpoint), "device": str(device), **result.to_dict()}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        what = "accuracy" if result.metric == "accuracy" else "MSE"
+        shape = f"{result.n_way}-way {result.k_shot}-shot" if result.n_way else f"{result.k_shot}-shot"
+        print(f"{result.rule} {shape}, {result.episodes} episodes, {result.steps} steps: {what} {result.summary()} (95% CI)")
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from core.adapt import adapt
+    from core.data.folders import load_episode_folder
+    from core.data.images import ImageSpec
+    from core.device import pick_device
+    from core.model_io import load_learner
+
+    device = pick_device(args.device)
+    learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
+    if learner.task_kind != "classification":
+        return _die("adapt works with image-classification checkpoints")
+    episode = load_episode_folder(args.episode, ImageSpec.from_dict(metadata["image"]))
+    steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
+    result = adapt(learner, episode, steps=steps, head_init=args.head_init, device=device)
+    names = result.class_names
+    rows = []
+    for index, (source, guess, probs) in enumerate(zip(episode.query_sources, result.predictions, result.probabilities)):
+        row = {"query": source, "predicted": names[guess], "confidence": probs[guess]}
+        if result.query_labels is not None:
+            row["label"] = names[result.query_labels[index]]
+            row["correct"] = guess == result.query_labels[index]
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "predictions": rows, **result.to_dict()}, indent=2))
+        return 0
+    for row in rows:
+        mark = "" if "correct" not in row else ("  ok" if row["correct"] else f"  WRONG (is {row['label']})")
+        print(f"{row['query']}: {row['predicted']} ({100 * row['confidence']:.1f}%){mark}")
+    summary = f"rule {result.rule}, {result.steps} steps, head {result.head_init}, {result.seconds:.2f} s on {result.device}"
+    if result.accuracy is not None:
+        summary = f"accuracy {100 * result.accuracy:.1f}% ({sum(r['correct'] for r in rows)}/{len(rows)}); " + summary
+    print(summary)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from core.model_io import read_metadata, supported_rules
+
+    metadata = read_metadata(args.checkpoint)
+    if args.json:
+        print(json.dumps(metadata, indent=2))
+        return 0
+    training = metadata.get("training", {})
+    print(f"name:      {metadata.get('name')}")
+    print(f"backbone:  {metadata['backbone']}")
+    print(f"rule:      {metadata['rule']} (supports: {', '.join(supported_rules(metadata))})")
+    print(f"head:      {metadata.get('head_init')}")
+    print(f"image:     {metadata.get('image')}")
+    print(f"trained:   {training.get('tasks_seen')} tasks, {training.get('wall_seconds')} s on {training.get('device')}")
+    print(f"command:   {training.get('command')}")
+    print(f"metrics:   {json.dumps(metadata.get('metrics', {}))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Few-shot meta-learning with learned inner-loop rules")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="meta-train from a TOML config")
+    train.add_argument("--config", required=True, type=Path)
+    train.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
+    train.add_argument("--output-dir", help="override the config's output_dir")
+    train.add_argument("--iterations", type=int, help="override meta.iterations")
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True, type=Path)
+        p.add_argument("--rule", help="inner-loop rule (default: the one the checkpoint was trained with)")
+        p.add_argument("--steps", type=int, help="inner steps (default: the checkpoint's evaluation steps)")
+        p.add_argument("--head-init", choices=["learned", "zero", "prototype"], help="classifier head set-up")
+        p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    evaluate = sub.add_parser("evaluate", help="many-episode evaluation: mean and 95%% CI")
+    common(evaluate)
+    evaluate.add_argument("--episodes", type=int, default=600)
+    evaluate.add_argument("--way", type=int)
+    evaluate.add_argument("--shot", type=int)
+    evaluate.add_argument("--query", type=int, default=15)
+    evaluate.add_argument("--seed", type=int, default=1)
+    evaluate.add_argument("--split", help="train/val/test of the checkpoint's data (default test), or a split folder with --folder")
+    evaluate.add_argument("--folder", help="evaluate on a folder-per-class tree instead of the checkpoint's data")
+    evaluate.add_argument("--data-root", help="where the checkpoint's dataset lives on this machine")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    adapt = sub.add_parser("adapt", help="adapt to an episode folder (support/<label>/*, query/...) and classify its queries")
+    common(adapt)
+    adapt.add_argument("--episode", required=True, type=Path)
+    adapt.set_defaults(func=cmd_adapt)
+
+    info = sub.add_parser("info", help="show a checkpoint's metadata")
+    info.add_argument("--checkpoint", required=True, type=Path)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from core.config import ConfigError
+    from core.data.images import ImageError
+    from models.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ImageError, FileNotFoundError, FileExistsError, ValueError) as error:
+        return _die(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Training configuration: a TOML file read into typed sections with defaults and clear errors.
+
+Example: ``configs/omniglot_conv4_alfa.toml``. Unknown keys are errors (a typo must not silently fall back
+to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    kind: str = "omniglot"  # omniglot | folder | miniimagenet_csv | sine
+    root: str = ""  # "" = the default place for the kind (Omniglot: $FEWSHOT_OMNIGLOT_ROOT or ../shared)
+    download: bool = False  # Omniglot through torchvision when the internet is reachable
+    image_size: int = 28
+    channels: int = 1
+    invert: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+    rotations: list[int] = field(default_factory=lambda: [0])  # extra classes for training only
+    # Omniglot: alphabet lists; folder / miniimagenet_csv: a single split name in a one-element list.
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskConfig:
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+
+
+@dataclass
+class ModelConfig:
+    backbone: dict[str, Any] = field(default_factory=lambda: {"name": "conv4"})
+    head_init: str = "learned"
+
+
+@dataclass
+class RuleConfig:
+    name: str = "sgd"
+    lr: float = 0.01
+    steps: int | None = None  # defaults to meta.inner_steps
+    weight_decay: float = 5e-4
+
+    def as_rule_dict(self, inner_steps: int) -> dict[str, Any]:
+        rule: dict[str, Any] = {"name": self.name, "lr": self.lr}
+        if self.name in ("per_step", "alfa", "alfa_random"):
+            rule["steps"] = self.steps or inner_steps
+        if self.name in ("alfa", "alfa_random"):
+            rule["weight_decay"] = self.weight_decay
+        return rule
+
+
+@dataclass
+class MetaConfig:
+    algorithm: str = "second_order"  # second_order | first_order
+    batched: bool = False  # run the meta-batch under torch.func.vmap
+    meta_batch: int = 4
+    iterations: int = 1000
+    outer_lr: float = 1e-3
+    rule_outer_lr: float | None = None  # outer rate of the rule's meta-parameters (default: outer_lr)
+    inner_steps: int = 5
+    eval_inner_steps: int = 5
+    multi_step_loss: bool = False
+    multi_step_anneal_iterations: int = 0
+    grad_clip: float = 0.0  # 0 = off
+    cosine_schedule: bool = False
+    min_outer_lr: float = 1e-5
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 500
+    episodes: int = 100
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100
+    half_precision: bool = False
+
+
+@dataclass
+class TrainConfig:
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str = ""
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def output_path(self, config_path: Path | None = None) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "task": TaskConfig,
+    "model": ModelConfig,
+    "rule": RuleConfig,
+    "meta": MetaConfig,
+    "validation": ValidationConfig,
+    "checkpoint": CheckpointConfig,
+}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items()}
+    config = _build(TrainConfig, {**top, **sections}, "top level")
+    _validate(config)
+    return config
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    try:
+        return config_from_dict(raw)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _validate(config: TrainConfig) -> None:
+    if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
+        raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
+    if config.meta.algorithm not in ("second_order", "first_order"):
+        raise ConfigError(f"meta.algorithm must be second_order or first_order, not {config.meta.algorithm!r}")
+    for name in ("meta_batch", "iterations", "inner_steps"):
+        if getattr(config.meta, name) < 1:
+            raise ConfigError(f"meta.{name} must be at least 1")
+    if config.meta.eval_inner_steps < 0:
+        raise ConfigError("meta.eval_inner_steps must be 0 or more")
+    if config.data.kind != "sine" and config.task.n_way < 2:
+        raise ConfigError("task.n_way must be at least 2")

@@ -1,0 +1,48 @@
+"""Data: image decoding, labelled image sets, episode sampling and the sine regression family."""
+
+from core.data.episode import Episode, RegressionTask
+from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet, list_image_files, load_episode_folder
+from core.data.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MAX_IMAGE_PIXELS,
+    MINIIMAGENET_SPEC,
+    OMNIGLOT_SPEC,
+    ImageError,
+    ImageSpec,
+    decode_image,
+)
+from core.data.omniglot import (
+    DEFAULT_OMNIGLOT_ROOT,
+    OmniglotImageSet,
+    default_omniglot_root,
+    ensure_omniglot,
+    list_alphabets,
+)
+from core.data.sampler import EpisodeSampler, LabelledImageSet
+from core.data.sine import SineTaskFamily
+
+__all__ = [
+    "DEFAULT_OMNIGLOT_ROOT",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_IMAGE_PIXELS",
+    "MINIIMAGENET_SPEC",
+    "OMNIGLOT_SPEC",
+    "Episode",
+    "EpisodeSampler",
+    "FolderImageSet",
+    "ImageError",
+    "ImageSpec",
+    "LabelledImageSet",
+    "MiniImageNetCSVImageSet",
+    "OmniglotImageSet",
+    "RegressionTask",
+    "SineTaskFamily",
+    "decode_image",
+    "default_omniglot_root",
+    "ensure_omniglot",
+    "list_alphabets",
+    "list_image_files",
+    "load_episode_folder",
+]

@@ -1,0 +1,203 @@
+"""Turning image files and uploads into normalised tensors, robustly.
+
+Everything that reaches a model goes through :func:`decode_image`, so datasets, episode folders and web
+uploads all get the same preprocessing: EXIF orientation applied, any PIL mode mapped to 8-bit L or RGB
+(transparency composited on white), a square antialiased resize, optional inversion, then normalisation.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MAX_IMAGE_PIXELS",
+    "MINIIMAGENET_SPEC",
+    "OMNIGLOT_SPEC",
+    "ImageError",
+    "ImageSpec",
+    "decode_image",
+]
+
+# Largest image (width * height) we agree to decode. Read at call time so tests and callers can lower it.
+MAX_IMAGE_PIXELS = 64_000_000
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# 16-bit samples map onto 8 bits by 65535 -> 255, i.e. division by 257 (not a shift, which would darken).
+_UINT16_TO_UINT8 = 257.0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How images are turned into model input.
+
+    ``channels`` is 1 (grayscale) or 3 (RGB); images are resized to ``size`` x ``size`` (aspect ratio is not
+    kept, matching the usual miniImageNet/Omniglot preprocessing). ``invert`` maps x -> 1 - x before
+    normalisation (Omniglot: dark strokes on white become 1.0 on 0.0). ``mean``/``std`` have one entry, or
+    one per channel, and are applied as ``(x - mean) / std`` to values in [0, 1].
+    """
+
+    channels: int
+    size: int
+    invert: bool = False
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"ImageSpec.channels must be 1 or 3, got {self.channels}")
+        if self.size < 1:
+            raise ValueError(f"ImageSpec.size must be a positive number of pixels, got {self.size}")
+        # Frozen dataclass: normalise lists (e.g. from JSON) to tuples so specs compare and hash by value.
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for label, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, self.channels):
+                raise ValueError(
+                    f"ImageSpec.{label} needs 1 or {self.channels} values for {self.channels} channel(s), "
+                    f"got {len(values)}"
+                )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"ImageSpec.std values must be positive, got {self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, stored in checkpoint metadata."""
+        return {
+            "channels": self.channels,
+            "size": self.size,
+            "invert": self.invert,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageSpec":
+        """Inverse of :meth:`to_dict`; missing optional keys take their defaults."""
+        try:
+            return cls(
+                channels=int(data["channels"]),
+                size=int(data["size"]),
+                invert=bool(data.get("invert", False)),
+                mean=tuple(data.get("mean", (0.0,))),
+                std=tuple(data.get("std", (1.0,))),
+            )
+        except KeyError as missing:
+            raise ValueError(f"image spec is missing the key {missing}: {data!r}") from None
+
+
+OMNIGLOT_SPEC = ImageSpec(channels=1, size=28, invert=True)
+MINIIMAGENET_SPEC = ImageSpec(channels=3, size=84, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message names the file (or upload) and what is wrong with it."""
+
+
+def decode_image(data: bytes | str | Path, spec: ImageSpec, name: str | None = None) -> torch.Tensor:
+    """Decode an image file or its bytes into a float32 tensor ``[spec.channels, spec.size, spec.size]``.
+
+    ``name`` is what error messages call the image; it defaults to the path, or ``"uploaded image"`` for
+    bytes. Raises :class:`ImageError` for missing, empty, non-image, truncated/corrupt or oversized input.
+    """
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        label = name or str(path)
+        if not path.is_file():
+            raise ImageError(f"{label}: file does not exist")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{label}: file is empty")
+        with open(path, "rb") as handle:
+            return _decode_stream(handle, spec, label)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        label = name or "uploaded image"
+        if len(data) == 0:
+            raise ImageError(f"{label}: no data (empty file)")
+        return _decode_stream(io.BytesIO(bytes(data)), spec, label)
+    raise TypeError(f"decode_image expects bytes or a path, got {type(data).__name__}")
+
+
+def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tensor:
+    try:
+        image = Image.open(stream)
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image, or an image format that cannot be read") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{label}: image is too large to decode safely ({error})") from None
+    except Exception as error:  # noqa: BLE001 - any header parse failure means the file is unusable
+        raise ImageError(f"{label}: could not read the image header ({error})") from None
+
+    with image:
+        width, height = image.size
+        # Checked against our own limit before decoding pixels, so a tiny file declaring a huge canvas
+        # (a decompression bomb) costs nothing. PIL's own check in Image.open only guards far larger sizes.
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageError(
+                f"{label}: image is too large ({width}x{height} = {width * height:,} pixels; "
+                f"the limit is {MAX_IMAGE_PIXELS:,})"
+            )
+        if width < 1 or height < 1:
+            raise ImageError(f"{label}: image has no pixels ({width}x{height})")
+        if image.format == "JPEG":
+            # Let libjpeg decode at a reduced scale (still >= target size): phone photos load much faster.
+            image.draft(None, (spec.size, spec.size))
+        try:
+            # Force the full decode now: Image.open is lazy, and truncation only shows up here.
+            image.load()
+        except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, zlib.error, ...
+            raise ImageError(f"{label}: image data is truncated or corrupt ({error})") from None
+        image = _upright(image)
+        image = _to_8bit(image, spec.channels, label)
+        # Bilinear with PIL's built-in antialiasing, as torchvision's Resize does (e.g. Omniglot 105 -> 28).
+        image = image.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+
+    tensor = TF.pil_to_tensor(image).to(torch.float32).div_(255.0)
+    if spec.invert:
+        tensor = 1.0 - tensor
+    return TF.normalize(tensor, mean=list(spec.mean), std=list(spec.std))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block is not a broken image; keep the stored orientation
+        return image
+
+
+def _to_8bit(image: Image.Image, channels: int, label: str) -> Image.Image:
+    """Map any PIL mode to 8-bit ``L`` (channels=1) or ``RGB`` (channels=3)."""
+    target = "L" if channels == 1 else "RGB"
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        # PIL's own I;16 -> L conversion clips at 255 instead of scaling, turning most 16-bit images white.
+        # "I" (32-bit) is how PIL reads many 16-bit TIFFs, so it is treated as 16-bit too.
+        values = np.asarray(image, dtype=np.float64)
+        scaled = np.clip(values, 0.0, 65535.0) / _UINT16_TO_UINT8
+        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    elif mode == "F":
+        # Float images come either in [0, 1] or in [0, 255]; the value range tells which.
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+            values = values * 255.0
+        image = Image.fromarray(np.round(np.clip(values, 0.0, 255.0)).astype(np.uint8), mode="L")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        # Transparent regions are shown on white by browsers and viewers; black would invent dark blobs.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode != target:
+        try:
+            image = image.convert(target)
+        except Exception as error:  # noqa: BLE001 - exotic modes (e.g. LAB) PIL cannot map to L/RGB
+            raise ImageError(f"{label}: unsupported colour mode {mode!r} ({error})") from None
+    return image

@@ -1,0 +1,177 @@
+"""Labelled image collections and the deterministic N-way K-shot episode sampler over them."""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data.episode import Episode
+from core.data.images import ImageSpec, decode_image
+
+__all__ = ["EpisodeSampler", "LabelledImageSet"]
+
+
+class LabelledImageSet(ABC):
+    """A set of images grouped by class, addressed as ``(class_name, index)``.
+
+    Subclasses set ``name``, ``class_names`` (sorted, so episode sampling does not depend on directory
+    listing order) and ``spec``, and implement :meth:`num_items` and :meth:`source`. The default
+    :meth:`load` decodes ``source(...)`` as a file path and keeps decoded tensors in a per-instance LRU
+    cache of ``cache_size`` entries (``None``: unbounded). Returned tensors are shared with the cache:
+    do not modify them in place.
+    """
+
+    name: str
+    class_names: list[str]
+    spec: ImageSpec
+
+    def __init__(self, name: str, spec: ImageSpec, cache_size: int | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        self.class_names = []
+        self._cache_size = cache_size
+        self._make_cache()
+
+    def _make_cache(self) -> None:
+        # Per instance (not a method decorator) so the cache dies with the set and sets do not share it.
+        self._decode_file = functools.lru_cache(maxsize=self._cache_size)(self._decode_file_uncached)
+
+    def __getstate__(self) -> dict[str, object]:
+        # The cache cannot be pickled (e.g. for DataLoader workers); each copy starts with an empty one.
+        state = dict(self.__dict__)
+        del state["_decode_file"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._make_cache()
+
+    @abstractmethod
+    def num_items(self, class_name: str) -> int:
+        """Number of images in ``class_name``."""
+
+    @abstractmethod
+    def source(self, class_name: str, index: int) -> str:
+        """Where image ``index`` of ``class_name`` comes from (a file path or identifier)."""
+
+    def load(self, class_name: str, index: int) -> torch.Tensor:
+        """Image ``index`` of ``class_name`` as a ``[C, H, W]`` float32 tensor, decoded per ``spec``."""
+        return self._decode_file(self.source(class_name, index))
+
+    def _decode_file_uncached(self, path: str) -> torch.Tensor:
+        return decode_image(Path(path), self.spec)
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, classes={len(self.class_names)})"
+
+
+class EpisodeSampler:
+    """Samples N-way K-shot episodes from a :class:`LabelledImageSet`, deterministically.
+
+    Episode ``index`` is a pure function of ``(seed, index)`` (its own ``numpy`` generator seeded with
+    both), so episodes can be regenerated in any order, in parallel, or after a restart. Each episode picks
+    ``n_way`` distinct classes, labelled 0..n_way-1 in the order picked, and ``k_shot + n_query`` distinct
+    images per class: the first ``k_shot`` go to the support set, the rest to the query set, so the two
+    never share an image. Support and query are ordered class by class.
+    """
+
+    def __init__(
+        self,
+        image_set: LabelledImageSet,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        seed: int = 0,
+    ) -> None:
+        if n_way < 2:
+            raise ValueError(f"n_way must be at least 2 (a 1-way task has nothing to classify), got {n_way}")
+        if k_shot < 1:
+            raise ValueError(f"k_shot must be at least 1, got {k_shot}")
+        if n_query < 1:
+            raise ValueError(f"n_query must be at least 1, got {n_query}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        n_classes = len(image_set.class_names)
+        if n_classes < n_way:
+            raise ValueError(
+                f"{image_set.name!r} has {n_classes} classes, too few for {n_way}-way episodes"
+            )
+        needed = k_shot + n_query
+        # Checked once over every class so a bad class is reported up front, not at a random episode.
+        short = [
+            (class_name, count)
+            for class_name in image_set.class_names
+            if (count := image_set.num_items(class_name)) < needed
+        ]
+        if short:
+            listed = ", ".join(f"{class_name!r} has {count}" for class_name, count in short[:10])
+            more = f" (and {len(short) - 10} more)" if len(short) > 10 else ""
+            raise ValueError(
+                f"{image_set.name!r}: {len(short)} class(es) have fewer than k_shot + n_query = {needed} "
+                f"images: {listed}{more}"
+            )
+        self.image_set = image_set
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.n_query = n_query
+        self.seed = seed
+
+    def episode(self, index: int) -> Episode:
+        """Episode number ``index`` (>= 0); identical for the same ``seed`` and ``index``."""
+        if index < 0:
+            raise ValueError(f"episode index must be non-negative, got {index}")
+        rng = np.random.default_rng([self.seed, index])
+        all_classes = self.image_set.class_names
+        chosen = [all_classes[i] for i in rng.choice(len(all_classes), size=self.n_way, replace=False)]
+
+        support_images: list[torch.Tensor] = []
+        query_images: list[torch.Tensor] = []
+        support_sources: list[str] = []
+        query_sources: list[str] = []
+        for class_name in chosen:
+            picks = rng.choice(
+                self.image_set.num_items(class_name), size=self.k_shot + self.n_query, replace=False
+            )
+            for position, item in enumerate(picks.tolist()):
+                is_support = position < self.k_shot
+                (support_images if is_support else query_images).append(self.image_set.load(class_name, item))
+                (support_sources if is_support else query_sources).append(self.image_set.source(class_name, item))
+
+        labels = torch.arange(self.n_way, dtype=torch.int64)
+        return Episode(
+            support_images=torch.stack(support_images),
+            support_labels=labels.repeat_interleave(self.k_shot),
+            query_images=torch.stack(query_images),
+            query_labels=labels.repeat_interleave(self.n_query),
+            class_names=chosen,
+            support_sources=support_sources,
+            query_sources=query_sources,
+            provenance={
+                "dataset": self.image_set.name,
+                "seed": self.seed,
+                "index": index,
+                "n_way": self.n_way,
+                "k_shot": self.k_shot,
+                "n_query": self.n_query,
+            },
+        )
+
+    def episodes(self, count: int, start: int = 0) -> Iterator[Episode]:
+        """Episodes ``start, start + 1, ..., start + count - 1``."""
+        for index in range(start, start + count):
+            yield self.episode(index)
+
+    def __iter__(self) -> Iterator[Episode]:
+        """Episodes 0, 1, 2, ... without end."""
+        index = 0
+        while True:
+            yield self.episode(index)
+            index += 1

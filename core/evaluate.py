@@ -1,0 +1,113 @@
+"""The standard few-shot evaluation protocol: many episodes, mean accuracy and its 95% confidence interval."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from core.adapt import adapt, adapt_regression
+from core.data.sampler import EpisodeSampler, LabelledImageSet
+from core.data.sine import SineTaskFamily
+from core.learner import Learner
+
+
+def mean_and_ci95(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and 1.96 * std / sqrt(n) (the usual half-width of the 95% interval reported in few-shot papers)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no values to average")
+    return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
+
+
+@dataclass
+class EvaluationResult:
+    metric: str  # "accuracy" or "mse"
+    mean: float
+    ci95: float
+    episodes: int
+    n_way: int | None
+    k_shot: int
+    n_query: int
+    steps: int
+    rule: str
+    head_init: str | None
+    seed: int
+    seconds: float
+    values: list[float]
+
+    def to_dict(self, with_values: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_values:
+            data.pop("values")
+        return data
+
+    def summary(self) -> str:
+        if self.metric == "accuracy":
+            return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f} %"
+        return f"{self.mean:.3f} ± {self.ci95:.3f}"
+
+
+def evaluate_classification(
+    learner: Learner,
+    image_set: LabelledImageSet,
+    n_way: int,
+    k_shot: int,
+    n_query: int,
+    episodes: int = 600,
+    steps: int = 5,
+    seed: int = 0,
+    head_init: str | None = None,
+    progress: bool = True,
+    on_episode: Callable[[int, float], None] | None = None,
+) -> EvaluationResult:
+    sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed)
+    device = next(learner.parameters()).device
+    accuracies, used_head = [], head_init
+    started = time.perf_counter()
+    bar = tqdm(range(episodes), desc=f"evaluate {n_way}-way {k_shot}-shot", disable=not progress, leave=False)
+    for index in bar:
+        result = adapt(learner, sampler.episode(index), steps=steps, head_init=head_init, device=device)
+        accuracies.append(result.accuracy)
+        used_head = result.head_init
+        if on_episode is not None:
+            on_episode(index, result.accuracy)
+        if index % 20 == 0:
+            bar.set_postfix(acc=f"{100 * float(np.mean(accuracies)):.1f}%")
+    mean, ci = mean_and_ci95(accuracies)
+    return EvaluationResult(
+        "accuracy", mean, ci, episodes, n_way, k_shot, n_query, steps, learner.rule.name, used_head, seed,
+        time.perf_counter() - started, accuracies,
+    )
+
+
+def evaluate_regression(
+    learner: Learner,
+    family: SineTaskFamily,
+    k_shot: int,
+    n_query: int = 100,
+    episodes: int = 600,
+    steps: int = 5,
+    seed: int = 1,
+    progress: bool = True,
+) -> EvaluationResult:
+    device = next(learner.parameters()).device
+    errors = []
+    started = time.perf_counter()
+    for index in tqdm(range(episodes), desc=f"evaluate sine {k_shot}-shot", disable=not progress, leave=False):
+        task = family.task(index, k_shot, n_query, seed=seed)
+        errors.append(
+            adapt_regression(
+                learner, task.support_x.to(device), task.support_y.to(device), task.query_x.to(device),
+                task.query_y.to(device), steps,
+            )
+        )
+    mean, ci = mean_and_ci95(errors)
+    return EvaluationResult(
+        "mse", mean, ci, episodes, None, k_shot, n_query, steps, learner.rule.name, None, seed,
+        time.perf_counter() - started, errors,
+    )

@@ -1,0 +1,300 @@
+"""Meta-training from a config file, with periodic validation, checkpoints and resume.
+
+Files written to the run's output folder:
+- ``state.safetensors``: everything needed to resume (meta-parameters, Adam state, iteration, history);
+- ``last.safetensors`` / ``best.safetensors``: deployable checkpoints (best = highest validation score);
+- ``history.jsonl``: one line per validation.
+Episode ``i * meta_batch + t`` of the seeded sampler is task ``t`` of iteration ``i``, so a resumed run sees
+exactly the tasks an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from core.config import TrainConfig
+from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet
+from core.data.images import ImageSpec
+from core.data.omniglot import OmniglotImageSet, default_omniglot_root, ensure_omniglot
+from core.data.sampler import EpisodeSampler, LabelledImageSet
+from core.data.sine import SineTaskFamily
+from core.device import pick_device
+from core.evaluate import evaluate_classification, evaluate_regression
+from core.learner import Learner
+from core.meta.batched import BatchedMAMLGradient
+from core.meta.maml import MAMLGradient, Task, multi_step_weights
+from core.model_io import code_version, learner_tensors, save_learner
+from models.checkpoint import load_checkpoint, save_checkpoint, split_prefix
+
+
+def image_spec(config: TrainConfig) -> ImageSpec:
+    data = config.data
+    return ImageSpec(
+        channels=data.channels, size=data.image_size, invert=data.invert, mean=tuple(data.mean), std=tuple(data.std)
+    )
+
+
+def build_image_set(config: TrainConfig, role: str) -> LabelledImageSet:
+    """The image set of ``role`` (train / val / test) described by ``config.data``."""
+    data = config.data
+    spec = image_spec(config)
+    selection = getattr(data, role)
+    if data.kind == "omniglot":
+        root = ensure_omniglot(data.root or default_omniglot_root(), download=data.download)
+        rotations = tuple(data.rotations) if role == "train" else (0,)
+        return OmniglotImageSet(root, alphabets=selection or None, rotations=rotations, spec=spec, name=f"omniglot-{role}")
+    if len(selection) != 1:
+        raise ValueError(f"data.{role} must name exactly one split for data.kind {data.kind!r}")
+    if not data.root:
+        raise ValueError(f"data.root must point to the dataset folder for data.kind {data.kind!r}")
+    if data.kind == "folder":
+        return FolderImageSet(data.root, selection[0], spec, name=f"{Path(data.root).name}-{selection[0]}")
+    if data.kind == "miniimagenet_csv":
+        return MiniImageNetCSVImageSet(data.root, selection[0], spec, name=f"miniimagenet-{selection[0]}")
+    raise ValueError(f"data.kind {data.kind!r} has no image sets")
+
+
+def episode_task(episode, device) -> Task:
+    episode = episode.to(device)
+    return Task(episode.support_images, episode.support_labels, episode.query_images, episode.query_labels, episode.n_way)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True):
+        self.config = config
+        self.device = pick_device(device)
+        self.command = command or " ".join(shlex.quote(a) for a in sys.argv)
+        self.progress = progress
+        self.output = config.output_path()
+        meta = config.meta
+        self.inner_steps = meta.inner_steps
+        rule = config.rule.as_rule_dict(meta.inner_steps)
+        task_kind = "regression" if config.data.kind == "sine" else "classification"
+        backbone = dict(config.model.backbone)
+        if task_kind == "classification":
+            backbone.setdefault("n_classes", config.task.n_way)
+            if backbone["name"] in ("conv4", "resnet12"):
+                backbone.setdefault("in_channels", config.data.channels)
+                backbone.setdefault("image_size", config.data.image_size)
+        self.learner = Learner(backbone, rule, head_init=config.model.head_init, task_kind=task_kind, seed=config.seed).to(self.device)
+        estimator_cls = BatchedMAMLGradient if meta.batched else MAMLGradient
+        self.estimator = estimator_cls(self.learner, meta.inner_steps, second_order=meta.algorithm == "second_order")
+        self.trainable = self.estimator.trainable()
+        # Two groups so the rule's meta-parameters (ALFA's post-multipliers start at 0.01 and 5e-6) can move
+        # more slowly than the backbone: one Adam step of 1e-3 is already a 10% change of a 0.01 rate.
+        rule_params = [p for n, p in self.trainable.items() if n.startswith("rule.")]
+        other_params = [p for n, p in self.trainable.items() if not n.startswith("rule.")]
+        self.group_scales = []
+        groups = []
+        if other_params:
+            groups.append({"params": other_params, "lr": meta.outer_lr})
+            self.group_scales.append(1.0)
+        if rule_params:
+            rule_lr = meta.rule_outer_lr if meta.rule_outer_lr is not None else meta.outer_lr
+            groups.append({"params": rule_params, "lr": rule_lr})
+            self.group_scales.append(rule_lr / meta.outer_lr)
+        self.optimizer = torch.optim.Adam(groups, lr=meta.outer_lr)
+        self.skipped_steps = 0
+        self.iteration = 0
+        self.best_score: float | None = None
+        self.wall_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+        if task_kind == "classification":
+            self.train_set = build_image_set(config, "train")
+            self.val_set = build_image_set(config, "val") if config.data.val else None
+            t = config.task
+            self.train_sampler = EpisodeSampler(self.train_set, t.n_way, t.k_shot, t.n_query, seed=config.seed)
+        else:
+            self.family = SineTaskFamily()
+
+    # ----- tasks -------------------------------------------------------------------------------------
+    def tasks(self, iteration: int) -> list[Task]:
+        batch = self.config.meta.meta_batch
+        indices = range(iteration * batch, (iteration + 1) * batch)
+        if self.learner.task_kind == "regression":
+            t = self.config.task
+            tasks = [self.family.task(i, t.k_shot, t.n_query, seed=self.config.seed) for i in indices]
+            return [Task(x.support_x.to(self.device), x.support_y.to(self.device), x.query_x.to(self.device), x.query_y.to(self.device)) for x in tasks]
+        return [episode_task(self.train_sampler.episode(i), self.device) for i in indices]
+
+    # ----- one outer step ----------------------------------------------------------------------------
+    def outer_lr(self, iteration: int) -> float:
+        meta = self.config.meta
+        if not meta.cosine_schedule:
+            return meta.outer_lr
+        progress = iteration / max(1, meta.iterations)
+        return meta.min_outer_lr + 0.5 * (meta.outer_lr - meta.min_outer_lr) * (1 + math.cos(math.pi * progress))
+
+    def step(self, iteration: int) -> dict[str, float]:
+        meta = self.config.meta
+        weights = None
+        if meta.multi_step_loss:
+            anneal = max(1, meta.multi_step_anneal_iterations)
+            weights = multi_step_weights(self.inner_steps, iteration / anneal).to(self.device)
+        self.learner.train()
+        grads, diagnostics = self.estimator.meta_grad(self.tasks(iteration), step_weights=weights)
+        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            # An inner loop that blew up for one task must not poison the meta-parameters: skip, and count it.
+            self.skipped_steps += 1
+            diagnostics["skipped"] = float(self.skipped_steps)
+            return diagnostics
+        for name, param in self.trainable.items():
+            param.grad = grads[name]
+        if meta.grad_clip > 0:
+            diagnostics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable.values(), meta.grad_clip))
+        for group, scale in zip(self.optimizer.param_groups, self.group_scales):
+            group["lr"] = self.outer_lr(iteration) * scale
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return diagnostics
+
+    # ----- validation --------------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any] | None:
+        config = self.config
+        episodes = config.validation.episodes
+        if episodes < 1:
+            return None
+        if self.learner.task_kind == "regression":
+            result = evaluate_regression(
+                self.learner, self.family, config.task.k_shot, 100, episodes, config.meta.eval_inner_steps,
+                seed=config.seed + 10_000, progress=False,
+            )
+            return {"metric": "mse", "mean": result.mean, "ci95": result.ci95, "score": -result.mean}
+        if self.val_set is None:
+            return None
+        t = config.task
+        result = evaluate_classification(
+            self.learner, self.val_set, t.n_way, t.k_shot, t.n_query, episodes, config.meta.eval_inner_steps,
+            seed=config.seed + 10_000, progress=False,
+        )
+        return {"metric": "accuracy", "mean": result.mean, "ci95": result.ci95, "score": result.mean}
+
+    # ----- files -------------------------------------------------------------------------------------
+    def checkpoint_metadata(self, validation: dict[str, Any] | None) -> dict[str, Any]:
+        config = self.config
+        data: dict[str, Any] = {"kind": config.data.kind, "root": str(config.data.root or "(default)")}
+        if config.data.kind != "sine":
+            data.update(train=config.data.train, val=config.data.val, test=config.data.test, rotations=config.data.rotations)
+        return {
+            "name": config.name,
+            "description": config.description,
+            "image": image_spec(config).to_dict() if config.data.kind != "sine" else None,
+            "n_way": config.task.n_way if config.data.kind != "sine" else None,
+            "inner_steps": {"train": config.meta.inner_steps, "eval": config.meta.eval_inner_steps},
+            "training": {
+                "command": self.command,
+                "config": config.to_dict(),
+                "data": data,
+                "iterations": self.iteration,
+                "tasks_seen": self.iteration * config.meta.meta_batch,
+                "wall_seconds": round(self.wall_seconds, 1),
+                "device": str(self.device),
+                "algorithm": config.meta.algorithm,
+                "skipped_nonfinite_steps": self.skipped_steps,
+                "pretraining": None,
+            },
+            "metrics": {"validation": validation} if validation else {},
+            "code_version": code_version(),
+        }
+
+    def save_state(self) -> None:
+        tensors = {f"learner.{k}": v for k, v in learner_tensors(self.learner).items()}
+        optimizer_state = self.optimizer.state_dict()
+        for index, state in optimizer_state["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        metadata = {
+            "kind": "training_state",
+            "iteration": self.iteration,
+            "best_score": self.best_score,
+            "skipped_steps": self.skipped_steps,
+            "wall_seconds": self.wall_seconds,
+            "history": self.history,
+            "param_groups": optimizer_state["param_groups"],
+            "config": self.config.to_dict(),
+        }
+        save_checkpoint(self.output / "state.safetensors", tensors, metadata)
+
+    def load_state(self) -> bool:
+        path = self.output / "state.safetensors"
+        if not path.is_file():
+            return False
+        tensors, metadata = load_checkpoint(path, device=self.device)
+        if metadata.get("config") != self.config.to_dict():
+            raise ValueError(
+                f"{path} was written by a different config; resume with the same config, or remove the folder"
+            )
+        self.learner.load_state_dict(split_prefix(tensors, "learner"))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in split_prefix(tensors, "optim").items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": metadata["param_groups"]})
+        self.iteration = int(metadata["iteration"])
+        self.best_score = metadata["best_score"]
+        self.skipped_steps = int(metadata.get("skipped_steps", 0))
+        self.wall_seconds = float(metadata["wall_seconds"])
+        self.history = list(metadata["history"])
+        return True
+
+    def save_deployable(self, name: str, validation: dict[str, Any] | None) -> Path:
+        dtype = torch.float16 if self.config.checkpoint.half_precision else None
+        return save_learner(self.output / name, self.learner, self.checkpoint_metadata(validation), dtype=dtype)
+
+    # ----- loop --------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        config = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resume and self.load_state():
+            print(f"resumed {self.output} at iteration {self.iteration}", file=sys.stderr)
+        elif (self.output / "state.safetensors").exists() and not resume:
+            raise FileExistsError(
+                f"{self.output} already holds a training run; pass --resume to continue it or choose another output_dir"
+            )
+        total = config.meta.iterations
+        bar = tqdm(total=total, initial=self.iteration, desc=config.name, disable=not self.progress, dynamic_ncols=True)
+        last_validation = self.history[-1]["validation"] if self.history else None
+        try:
+            while self.iteration < total:
+                started = time.perf_counter()
+                diagnostics = self.step(self.iteration)
+                self.iteration += 1
+                self.wall_seconds += time.perf_counter() - started
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in diagnostics.items()})
+                if self.iteration % config.validation.every == 0 or self.iteration == total:
+                    started = time.perf_counter()
+                    last_validation = self.validate()
+                    self.wall_seconds += time.perf_counter() - started
+                    record = {"iteration": self.iteration, "train": diagnostics, "validation": last_validation,
+                              "wall_seconds": round(self.wall_seconds, 1)}
+                    self.history.append(record)
+                    with open(self.output / "history.jsonl", "a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    if last_validation is not None:
+                        bar.write(f"[{self.iteration}] validation {last_validation['metric']} {last_validation['mean']:.4f} ± {last_validation['ci95']:.4f}")
+                        if self.best_score is None or last_validation["score"] > self.best_score:
+                            self.best_score = last_validation["score"]
+                            self.save_deployable("best.safetensors", last_validation)
+                if self.iteration % config.checkpoint.every == 0 or self.iteration == total:
+                    self.save_deployable("last.safetensors", last_validation)
+                    self.save_state()
+        except KeyboardInterrupt:
+            self.save_state()
+            bar.write(f"interrupted: state saved at iteration {self.iteration}; continue with --resume")
+            raise
+        finally:
+            bar.close()
+        if not (self.output / "best.safetensors").exists():
+            self.save_deployable("best.safetensors", last_validation)
+        return {"iterations": self.iteration, "wall_seconds": self.wall_seconds, "best_score": self.best_score,
+                "output": str(self.output)}

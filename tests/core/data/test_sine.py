@@ -1,0 +1,56 @@
+"""SineTaskFamily: determinism, parameter and input ranges, shapes, and the curve itself."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.data import RegressionTask, SineTaskFamily
+
+
+def test_same_seed_and_index_give_the_same_task() -> None:
+    family = SineTaskFamily()
+    a, b = family.task(3, k_shot=5, n_query=10, seed=1), family.task(3, k_shot=5, n_query=10, seed=1)
+    for field in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert a.params == b.params
+    assert family.task(4, 5, 10, seed=1).params != a.params
+    assert family.task(3, 5, 10, seed=2).params != a.params
+
+
+def test_batch_matches_individual_tasks() -> None:
+    family = SineTaskFamily()
+    batch = family.batch(start_index=7, count=3, k_shot=2, n_query=4, seed=9)
+    assert len(batch) == 3 and all(isinstance(task, RegressionTask) for task in batch)
+    for offset, task in enumerate(batch):
+        assert torch.equal(task.query_y, family.task(7 + offset, 2, 4, seed=9).query_y)
+
+
+def test_shapes_ranges_and_curve() -> None:
+    family = SineTaskFamily(frequency=(0.8, 1.2))
+    tasks = family.batch(0, 200, k_shot=10, n_query=20)
+    for task in tasks:
+        assert task.support_x.shape == task.support_y.shape == (10, 1)
+        assert task.query_x.shape == task.query_y.shape == (20, 1)
+        assert task.support_x.dtype == torch.float32 and task.query_y.dtype == torch.float32
+        amplitude, frequency, phase = (task.params[k] for k in ("amplitude", "frequency", "phase"))
+        assert 0.1 <= amplitude <= 5.0 and 0.8 <= frequency <= 1.2 and 0.0 <= phase <= math.pi
+        assert float(task.query_x.min()) >= -5.0 and float(task.query_x.max()) <= 5.0
+        expected = amplitude * torch.sin(frequency * task.query_x.double() - phase)
+        assert torch.allclose(task.query_y.double(), expected, atol=1e-5)
+        assert float(task.support_y.abs().max()) <= amplitude + 1e-5
+    amplitudes = [task.params["amplitude"] for task in tasks]
+    assert min(amplitudes) < 1.0 and max(amplitudes) > 4.0  # the whole range gets used
+
+
+def test_default_frequency_is_fixed_as_in_maml() -> None:
+    assert {SineTaskFamily().task(i, 1, 1).params["frequency"] for i in range(5)} == {1.0}
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="amplitude"):
+        SineTaskFamily(amplitude=(5.0, 0.1))
+    with pytest.raises(ValueError, match="k_shot"):
+        SineTaskFamily().task(0, k_shot=0, n_query=1)
