@@ -110,7 +110,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             row["correct"] = guess == result.query_labels[index]
         rows.append(row)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "predictions": rows, **result.to_dict()}, indent=2))
+        print(json.dumps({"checkpoint": str(args.checkpoint), **result.to_dict(), "queries": rows}, indent=2))
         return 0
     for row in rows:
         mark = "" if "correct" not in row else ("  ok" if row["correct"] else f"  WRONG (is {row['label']})")

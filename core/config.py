@@ -52,6 +52,7 @@ class RuleConfig:
     lr: float = 0.01
     steps: int | None = None  # defaults to meta.inner_steps
     weight_decay: float = 5e-4
+    generator_init: str = "default"  # ALFA: "default" (PyTorch init, as the authors' code) or "identity"
 
     def as_rule_dict(self, inner_steps: int) -> dict[str, Any]:
         rule: dict[str, Any] = {"name": self.name, "lr": self.lr}
@@ -59,6 +60,7 @@ class RuleConfig:
             rule["steps"] = self.steps or inner_steps
         if self.name in ("alfa", "alfa_random"):
             rule["weight_decay"] = self.weight_decay
+            rule["generator_init"] = self.generator_init
         return rule
 
 

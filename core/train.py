@@ -229,9 +229,17 @@ class Trainer:
         if not path.is_file():
             return False
         tensors, metadata = load_checkpoint(path, device=self.device)
-        if metadata.get("config") != self.config.to_dict():
+        saved, current = dict(metadata.get("config") or {}), self.config.to_dict()
+        # Changing the length of the run is what resuming is for; anything else would mix two experiments.
+        for config in (saved, current):
+            config["meta"] = {k: v for k, v in config.get("meta", {}).items() if k != "iterations"}
+            config.pop("validation", None)
+            config.pop("checkpoint", None)
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ValueError(
-                f"{path} was written by a different config; resume with the same config, or remove the folder"
+                f"{path} was written by a different config (differs in: {', '.join(changed)}); resume with the "
+                "same config (only meta.iterations, [validation] and [checkpoint] may change), or choose another output_dir"
             )
         self.learner.load_state_dict(split_prefix(tensors, "learner"))
         state: dict[int, dict[str, torch.Tensor]] = {}
@@ -281,7 +289,7 @@ class Trainer:
                     with open(self.output / "history.jsonl", "a") as handle:
                         handle.write(json.dumps(record) + "\n")
                     if last_validation is not None:
-                        bar.write(f"[{self.iteration}] validation {last_validation['metric']} {last_validation['mean']:.4f} ± {last_validation['ci95']:.4f}")
+                        bar.write(f"[{self.iteration}] validation {last_validation['metric']} {last_validation['mean']:.4f} ± {last_validation['ci95']:.4f}", file=sys.stderr)
                         if self.best_score is None or last_validation["score"] > self.best_score:
                             self.best_score = last_validation["score"]
                             self.save_deployable("best.safetensors", last_validation)
@@ -290,7 +298,7 @@ class Trainer:
                     self.save_state()
         except KeyboardInterrupt:
             self.save_state()
-            bar.write(f"interrupted: state saved at iteration {self.iteration}; continue with --resume")
+            bar.write(f"interrupted: state saved at iteration {self.iteration}; continue with --resume", file=sys.stderr)
             raise
         finally:
             bar.close()

@@ -12,6 +12,9 @@ meta-learned per-element decay ``B`` (init 5e-6) that multiplies beta~, with bet
 
     theta_l <- (1 - B_l ⊙ beta~_l * beta0_{j,l}) * theta_l - alpha~_l * alpha0_{j,l} * grad_l
 
+``generator_init="identity"`` (an option, not the authors' choice) zeroes the generator's last layer and
+sets its bias to one, so training starts from SGD with the post-multipliers as per-layer rates.
+
 Deviation from the code: the post-multipliers have ``steps`` entries (the code allocates ``steps + 1``
 and never reads the last).
 """
@@ -37,6 +40,7 @@ class ALFARule(InnerRule):
         lr: float = 0.01,
         weight_decay: float = 5e-4,
         random_init: bool = False,
+        generator_init: str = "default",
     ) -> None:
         super().__init__(layer_names, shapes)
         self.steps = int(steps)
@@ -47,6 +51,16 @@ class ALFARule(InnerRule):
         self.generator = nn.Sequential(
             nn.Linear(2 * n_layers, 2 * n_layers), nn.ReLU(), nn.Linear(2 * n_layers, 2 * n_layers)
         )
+        if generator_init not in ("default", "identity"):
+            raise ValueError(f"generator_init must be 'default' or 'identity', not {generator_init!r}")
+        self.generator_init = generator_init
+        if generator_init == "identity":
+            # Start as the plain rule theta <- (1 - beta0) theta - alpha0 grad (alpha~ = beta~ = 1 for every
+            # input): the generator then learns task-dependent corrections instead of first having to undo
+            # random, possibly negative, rates.
+            with torch.no_grad():
+                self.generator[2].weight.zero_()
+                self.generator[2].bias.fill_(1.0)
         beta0 = 1.0 if self.random_init else self.weight_decay * self.init_lr
         self.alpha0 = nn.Parameter(torch.full((self.steps, n_layers), self.init_lr))
         self.beta0 = nn.Parameter(torch.full((self.steps, n_layers), beta0))
@@ -101,6 +115,7 @@ class ALFARule(InnerRule):
             "steps": self.steps,
             "lr": self.init_lr,
             "weight_decay": self.weight_decay,
+            "generator_init": self.generator_init,
         }
 
     def adapts_per_class_head(self) -> bool:

@@ -1,0 +1,140 @@
+"""Each inner-loop rule applies exactly the update its paper writes down."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.learner import Learner
+from core.meta.maml import MAMLGradient, Task
+from core.rules import ALFARule, MetaSGDRule, PerStepRule, SGDRule, build_rule
+
+SHAPES = {"a.weight": torch.Size([3, 4]), "a.bias": torch.Size([3]), "b.weight": torch.Size([2, 3])}
+NAMES = list(SHAPES)
+
+
+def _params_and_grads(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    params = {n: torch.randn(s, generator=g) for n, s in SHAPES.items()}
+    grads = {n: torch.randn(s, generator=g) for n, s in SHAPES.items()}
+    return params, grads
+
+
+def test_sgd_update_and_trace():
+    params, grads = _params_and_grads()
+    new, trace = SGDRule(NAMES, SHAPES, lr=0.25).step(params, grads, 0, {})
+    for n in NAMES:
+        torch.testing.assert_close(new[n], params[n] - 0.25 * grads[n])
+        assert float(trace.alpha[n]) == 0.25 and float(trace.beta[n]) == 1.0
+
+
+def test_per_step_rule_uses_the_rate_of_each_step_and_clamps_past_the_last():
+    rule = PerStepRule(NAMES, SHAPES, steps=3, lr=0.1)
+    with torch.no_grad():
+        for key, rates in rule.rates.items():
+            rates.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    params, grads = _params_and_grads()
+    for step, rate in [(0, 0.1), (2, 0.3), (7, 0.3)]:
+        new, trace = rule.step(params, grads, step, {})
+        torch.testing.assert_close(new["a.bias"], params["a.bias"] - rate * grads["a.bias"])
+        assert float(trace.alpha["a.bias"]) == pytest.approx(rate)
+
+
+def test_meta_sgd_is_elementwise():
+    rule = MetaSGDRule(NAMES, SHAPES, lr=0.1)
+    with torch.no_grad():
+        rule.rates["a-weight"].uniform_(0.0, 1.0)
+    params, grads = _params_and_grads()
+    new, trace = rule.step(params, grads, 0, {})
+    torch.testing.assert_close(new["a.weight"], params["a.weight"] - rule.rates["a-weight"] * grads["a.weight"])
+    assert float(trace.alpha["a.weight"]) == pytest.approx(float(rule.rates["a-weight"].detach().mean()))
+
+
+def test_alfa_generator_input_layout_and_output_split():
+    rule = ALFARule(NAMES, SHAPES, steps=2)
+    params, grads = _params_and_grads(1)
+    params = {n: p.requires_grad_() for n, p in params.items()}
+    grads = {n: g.requires_grad_() for n, g in grads.items()}
+    state = rule.generator_input(params, grads)
+    expected = torch.tensor([float(params[n].mean()) for n in NAMES] + [float(grads[n].mean()) for n in NAMES])
+    torch.testing.assert_close(state.detach(), expected)
+    # Weight means carry gradient (they are part of the task state), gradient means are constants.
+    assert state.requires_grad
+    state[len(NAMES):].sum().backward()
+    assert all(g.grad is None for g in grads.values())
+    assert rule.generator[0].in_features == 2 * len(NAMES) == rule.generator[2].out_features
+    alpha_tilde, beta_tilde = rule.generate(params, grads)
+    full = rule.generator(rule.generator_input(params, grads))
+    torch.testing.assert_close(alpha_tilde, full[: len(NAMES)])
+    torch.testing.assert_close(beta_tilde, full[len(NAMES):])
+
+
+@pytest.mark.parametrize("random_init", [False, True])
+def test_alfa_applied_update_equals_equation_elementwise(random_init):
+    rule = ALFARule(NAMES, SHAPES, steps=3, lr=0.01, weight_decay=5e-4, random_init=random_init)
+    with torch.no_grad():
+        rule.alpha0.uniform_(0.0, 0.1)
+        rule.beta0.uniform_(0.0, 0.1)
+        if random_init:
+            for d in rule.decay.values():
+                d.uniform_(0.0, 1.0)
+    params, grads = _params_and_grads(2)
+    step = 1
+    new, trace = rule.step(params, grads, step, {})
+    out = rule.generator(torch.cat([torch.stack([params[n].mean() for n in NAMES]), torch.stack([grads[n].mean() for n in NAMES])]))
+    for index, n in enumerate(NAMES):
+        a_t, b_t = out[index], out[len(NAMES) + index]
+        alpha = a_t * rule.alpha0[step, index]
+        shrink = b_t * rule.beta0[step, index]
+        if random_init:
+            shrink = rule.decay[n.replace(".", "-")] * shrink
+        expected = (1 - shrink) * params[n] - alpha * grads[n]
+        torch.testing.assert_close(new[n], expected, rtol=0, atol=1e-7)
+        assert float(trace.alpha[n]) == pytest.approx(float(alpha))
+        assert float(trace.beta[n]) == pytest.approx(float((1 - shrink).mean()))
+
+
+def test_alfa_initial_post_multipliers_follow_the_reference():
+    rule = ALFARule(NAMES, SHAPES, steps=5, lr=0.01, weight_decay=5e-4)
+    assert rule.alpha0.shape == (5, len(NAMES))
+    torch.testing.assert_close(rule.alpha0, torch.full((5, 3), 0.01))
+    torch.testing.assert_close(rule.beta0, torch.full((5, 3), 5e-6))
+    random = ALFARule(NAMES, SHAPES, steps=5, random_init=True)
+    torch.testing.assert_close(random.beta0, torch.ones(5, 3))
+    torch.testing.assert_close(random.decay["a-weight"], torch.full((3, 4), 5e-6))
+
+
+def test_identity_generator_init_starts_as_sgd_with_decay():
+    rule = ALFARule(NAMES, SHAPES, steps=2, lr=0.05, weight_decay=0.0, generator_init="identity")
+    params, grads = _params_and_grads(3)
+    new, _ = rule.step(params, grads, 0, {})
+    for n in NAMES:
+        torch.testing.assert_close(new[n], params[n] - 0.05 * grads[n])
+
+
+def test_alfa_random_init_never_changes_the_backbone():
+    backbone = {"name": "conv4", "in_channels": 1, "image_size": 8, "filters": 3, "n_blocks": 2, "n_classes": 2}
+    learner = Learner(backbone, {"name": "alfa_random", "steps": 2}, head_init="zero", seed=0)
+    before = {n: p.clone() for n, p in learner.backbone.named_parameters()}
+    estimator = MAMLGradient(learner, inner_steps=2)
+    assert not any(n.startswith("backbone.") for n in estimator.trainable())
+    # The frozen backbone is Xavier-uniform with zero biases.
+    params = dict(learner.backbone.named_parameters())
+    assert all(float(params[n].abs().max()) == 0 for n in learner.inner_names if n.endswith("bias"))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 8, 8, generator=g)
+    task = Task(x, torch.tensor([0, 0, 1, 1]), x.clone(), torch.tensor([0, 0, 1, 1]), n_classes=2)
+    optimizer = torch.optim.Adam(estimator.trainable().values(), lr=0.1)
+    grads, _ = estimator.meta_grad([task])
+    for n, p in estimator.trainable().items():
+        p.grad = grads[n]
+    optimizer.step()
+    assert any(float(grads[n].abs().sum()) > 0 for n in grads)
+    for n, p in learner.backbone.named_parameters():
+        assert torch.equal(p, before[n]), n
+        assert not p.requires_grad
+
+
+def test_build_rule_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown inner-loop rule"):
+        build_rule({"name": "adam"}, NAMES, SHAPES)

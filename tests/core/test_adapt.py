@@ -1,0 +1,80 @@
+"""Adaptation on real Omniglot episodes: support loss falls, the cached learner is untouched, results are complete."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.adapt import adapt, default_head_init
+from core.data.omniglot import OmniglotImageSet
+from core.data.sampler import EpisodeSampler
+from core.learner import Learner
+
+
+def _learner(rule, head_init="learned", n_classes=5):
+    return Learner({"name": "conv4", "filters": 16, "n_classes": n_classes}, rule, head_init=head_init, seed=0)
+
+
+@pytest.fixture(scope="module")
+def episodes(real_omniglot):
+    image_set = OmniglotImageSet(real_omniglot, alphabets=["Tagalog"])
+    sampler = EpisodeSampler(image_set, n_way=5, k_shot=3, n_query=4, seed=11)
+    return [sampler.episode(i) for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"name": "sgd", "lr": 0.4},
+        {"name": "per_step", "steps": 5, "lr": 0.4},
+        {"name": "meta_sgd", "lr": 0.4},
+        {"name": "alfa", "steps": 5, "lr": 0.4, "generator_init": "identity"},
+        {"name": "alfa_random", "steps": 5, "lr": 0.4, "generator_init": "identity"},
+    ],
+)
+def test_adaptation_lowers_support_loss_on_real_omniglot(episodes, rule):
+    learner = _learner(rule, head_init="zero")
+    before = {n: t.clone() for n, t in learner.state_dict().items()}
+    for episode in episodes:
+        result = adapt(learner, episode, steps=5)
+        assert len(result.support_loss) == 6 and len(result.traces) == 5
+        losses = result.support_loss
+        assert losses[-1] < losses[0] and min(losses[1:]) < 0.75 * losses[0], losses
+        assert set(result.traces[0]) == set(learner.inner_names)
+        assert len(result.probabilities) == len(episode.query_images)
+        assert all(abs(sum(p) - 1) < 1e-5 for p in result.probabilities)
+        assert result.accuracy is not None and 0 <= result.accuracy <= 1
+    for n, t in learner.state_dict().items():
+        assert torch.equal(t, before[n]), f"adaptation modified the learner's {n}"
+
+
+def test_head_choices_for_other_class_counts(episodes):
+    learner = _learner({"name": "sgd", "lr": 0.4}, n_classes=3)
+    episode = episodes[0]
+    assert default_head_init(learner, 5) == "prototype"
+    with pytest.raises(ValueError, match="meta-learned head has 3 classes"):
+        adapt(learner, episode, steps=1, head_init="learned")
+    for head in ("zero", "prototype"):
+        result = adapt(learner, episode, steps=2, head_init=head)
+        assert len(result.probabilities[0]) == 5 and result.head_init == head
+
+
+def test_zero_steps_with_prototype_head_is_nearest_prototype(episodes):
+    learner = _learner({"name": "sgd", "lr": 0.4})
+    result = adapt(learner, episodes[0], steps=0, head_init="prototype")
+    assert result.support_loss and not result.traces
+    assert result.accuracy > 0.2  # better than chance: prototypes of random conv features already carry signal
+
+
+def test_unlabelled_queries_and_bad_episodes(episodes):
+    learner = _learner({"name": "sgd", "lr": 0.4})
+    episode = episodes[0]
+    episode.query_labels = None
+    result = adapt(learner, episode, steps=1)
+    assert result.accuracy is None and result.query_labels is None and len(result.predictions) == 20
+    empty = type(episode)(episode.support_images, episode.support_labels, episode.query_images[:0], None, episode.class_names)
+    with pytest.raises(ValueError, match="no query images"):
+        adapt(learner, empty, steps=1)
+    one_class = type(episode)(episode.support_images[:3], episode.support_labels[:3], episode.query_images, None, episode.class_names[:1])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        adapt(learner, one_class, steps=1)

@@ -1,0 +1,146 @@
+"""train -> evaluate -> adapt through the command line on a tiny config, resume, and error messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.cli import main
+from models.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = """
+name = "tiny"
+seed = 3
+output_dir = "{out}"
+
+[data]
+kind = "omniglot"
+root = "{root}"
+image_size = 14
+rotations = [0, 90]
+train = ["Latin"]
+val = ["Greek"]
+test = ["Tagalog"]
+
+[task]
+n_way = 3
+k_shot = 1
+n_query = 2
+
+[model]
+backbone = {{ name = "conv4", filters = 4, n_blocks = 3 }}
+head_init = "learned"
+
+[rule]
+name = "{rule}"
+lr = 0.4
+
+[meta]
+algorithm = "second_order"
+meta_batch = 2
+iterations = {iterations}
+inner_steps = 2
+eval_inner_steps = 3
+
+[validation]
+every = 2
+episodes = 3
+
+[checkpoint]
+every = 1
+"""
+
+
+def _config(tmp_path: Path, root: Path, rule="alfa", iterations=4, name="run") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY.format(out=tmp_path / name, root=root, rule=rule, iterations=iterations))
+    return path
+
+
+@pytest.mark.slow
+def test_train_evaluate_adapt_round_trip(tmp_path, real_omniglot, capsys):
+    config = _config(tmp_path, real_omniglot)
+    assert main(["train", "--config", str(config), "--no-progress", "--device", "cpu"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["iterations"] == 4
+    best = tmp_path / "run" / "best.safetensors"
+    tensors, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert meta["rule"]["name"] == "alfa" and meta["training"]["tasks_seen"] == 8
+    assert load_checkpoint(best)[1]["training"]["iterations"] in (2, 4)  # best by validation accuracy
+    assert meta["training"]["data"]["test"] == ["Tagalog"] and meta["image"]["size"] == 14
+    assert any(k.startswith("rule.generator") for k in tensors)
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["iteration"] for h in history] == [2, 4]
+
+    for rule in ("alfa", "sgd"):
+        code = main(["evaluate", "--checkpoint", str(best), "--rule", rule, "--episodes", "5", "--query", "3", "--json"])
+        assert code == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["rule"] == rule and result["episodes"] == 5 and result["n_way"] == 3
+        assert 0 <= result["mean"] <= 1 and result["ci95"] >= 0 and result["steps"] == 3
+
+    # An episode folder with 4 classes (more than the 3 the checkpoint was trained for) and labelled queries.
+    episode = tmp_path / "episode"
+    alphabet = real_omniglot / "images_background_small2" / "Tagalog"
+    if not alphabet.is_dir():
+        alphabet = next(real_omniglot.glob("*/Tagalog"))
+    for character in sorted(alphabet.iterdir())[:4]:
+        drawings = sorted(character.glob("*.png"))
+        (episode / "support" / character.name).mkdir(parents=True)
+        (episode / "query" / character.name).mkdir(parents=True)
+        for d in drawings[:2]:
+            shutil.copy(d, episode / "support" / character.name / d.name)
+        shutil.copy(drawings[5], episode / "query" / character.name / drawings[5].name)
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "adapt", "--checkpoint", str(best), "--episode", str(episode), "--steps", "4", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["queries"]) == 4 and result["head_init"] == "prototype"
+    assert {row["label"] for row in result["queries"]} == set(result["class_names"])
+    assert all(0 < row["confidence"] <= 1 for row in result["queries"])
+    assert len(result["support_loss"]) == 5 and len(result["traces"]) == 4
+    plain = subprocess.run(
+        [sys.executable, "-m", "core", "adapt", "--checkpoint", str(best), "--episode", str(episode)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert plain.returncode == 0 and "accuracy" in plain.stdout and "rule alfa" in plain.stdout
+
+
+@pytest.mark.slow
+def test_resumed_training_equals_uninterrupted(tmp_path, real_omniglot, capsys):
+    straight = _config(tmp_path, real_omniglot, rule="alfa", iterations=4, name="straight")
+    assert main(["train", "--config", str(straight), "--no-progress"]) == 0
+    split = _config(tmp_path, real_omniglot, rule="alfa", iterations=2, name="split")
+    assert main(["train", "--config", str(split), "--no-progress"]) == 0
+    # Without --resume an existing run is never overwritten.
+    assert main(["train", "--config", str(split), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", str(split), "--no-progress", "--resume", "--iterations", "4"]) == 0
+    a, meta_a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    b, meta_b = load_checkpoint(tmp_path / "split" / "last.safetensors")
+    assert meta_b["training"]["iterations"] == 4 and meta_b["training"]["tasks_seen"] == 8
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[meta]\nmeta_bach = 3\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "meta_bach" in capsys.readouterr().err
+    notckpt = tmp_path / "x.safetensors"
+    notckpt.write_text("hello")
+    assert main(["adapt", "--checkpoint", str(notckpt), "--episode", str(tmp_path)]) == 2
+    assert "not a safetensors checkpoint" in capsys.readouterr().err

@@ -1,0 +1,93 @@
+"""Backbones run functionally, normalise with batch statistics, and checkpoints round-trip without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from models.backbones import Conv4, ResNet12, build_backbone, inner_parameter_names
+from models.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+
+
+@pytest.mark.parametrize(
+    "config,shape,features",
+    [
+        ({"name": "conv4"}, (2, 1, 28, 28), 64),
+        ({"name": "conv4", "in_channels": 3, "image_size": 84, "filters": 48}, (2, 3, 84, 84), 1200),
+        ({"name": "resnet12", "in_channels": 1, "image_size": 28, "widths": [8, 16, 24, 32]}, (2, 1, 28, 28), 32),
+        ({"name": "mlp"}, (7, 1), 40),
+    ],
+)
+def test_output_shapes(config, shape, features):
+    model = build_backbone(config)
+    x = torch.randn(*shape)
+    assert model(x, features_only=True).shape == (shape[0], features)
+    assert model(x).shape[0] == shape[0]
+
+
+def test_paper_sizes():
+    # ALFA's ResNet12 (64-128-256-512) has about 7.9M parameters; 4-CONV with 48 filters 1200 features.
+    assert 7.8e6 < sum(p.numel() for p in ResNet12().parameters()) < 8.1e6
+    assert Conv4(3, 84, 48).feature_dim == 1200
+    assert ResNet12(widths=(64, 160, 320, 640)).feature_dim == 640
+
+
+def test_inner_parameters_are_conv_and_linear_only():
+    names = inner_parameter_names(build_backbone({"name": "resnet12", "widths": [4, 4, 4, 4]}))
+    assert len(names) == 4 * 4 + 2  # 4 convs per block (3 + shortcut, no bias), head weight and bias
+    assert not any("bn" in n for n in names)
+    assert "head.bias" in names
+
+
+def test_functional_call_uses_fast_weights_and_leaves_module_alone():
+    model = Conv4(1, 28, 8)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    fast = {n: p.detach() * 0.5 for n, p in model.named_parameters()}
+    x = torch.randn(4, 1, 28, 28)
+    out_fast = functional_call(model, fast, (x,))
+    assert not torch.allclose(out_fast, model(x))
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n])
+
+
+def test_batch_norm_uses_current_batch_statistics_only():
+    model = Conv4(1, 28, 8)
+    assert not any(b is not None and b.numel() for b in model.buffers())
+    x = torch.randn(6, 1, 28, 28)
+    model.eval()  # no running statistics exist, so eval mode must still normalise per batch
+    first = model(x)[:3]
+    changed = model(torch.cat([x[:3], 10 * x[3:]]))[:3]
+    assert not torch.allclose(first, changed)
+
+
+def test_checkpoint_round_trip_and_half_precision(tmp_path):
+    tensors = {"backbone.w": torch.randn(3, 3), "rule.n": torch.arange(4)}
+    meta = {"backbone": {"name": "conv4"}, "note": "x"}
+    path = save_checkpoint(tmp_path / "c.safetensors", tensors, meta)
+    loaded, loaded_meta = load_checkpoint(path)
+    assert torch.equal(loaded["backbone.w"], tensors["backbone.w"]) and torch.equal(loaded["rule.n"], tensors["rule.n"])
+    assert loaded_meta["note"] == "x" and loaded_meta["format"] == "fewshot-checkpoint"
+    half = save_checkpoint(tmp_path / "h.safetensors", tensors, meta, dtype=torch.float16)
+    loaded_half, _ = load_checkpoint(half)
+    assert loaded_half["backbone.w"].dtype == torch.float32
+    torch.testing.assert_close(loaded_half["backbone.w"], tensors["backbone.w"], rtol=1e-3, atol=1e-3)
+    assert loaded_half["rule.n"].dtype == torch.int64
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04not a checkpoint, maybe a pickle")
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        read_metadata(junk)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_metadata(tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain), metadata={"other": json.dumps({})})
+    with pytest.raises(CheckpointError, match="no few-shot checkpoint metadata"):
+        load_checkpoint(plain)
