@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.iterations:
         config.meta.iterations = args.iterations
     trainer = Trainer(config, device=args.device, progress=not args.no_progress)
+
+    def stop(signum, frame):  # a kill (SIGTERM) saves state like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         summary = trainer.run(resume=args.resume)
     except KeyboardInterrupt:

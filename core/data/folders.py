@@ -44,7 +44,25 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p))
 
 
-class FolderImageSet(LabelledImageSet):
+class _FileListImageSet(LabelledImageSet):
+    """An image set whose items are files listed per class in ``self._files``."""
+
+    _files: dict[str, list[Path]]
+
+    def num_items(self, class_name: str) -> int:
+        return len(self._class_files(class_name))
+
+    def source(self, class_name: str, index: int) -> str:
+        return str(self._class_files(class_name)[index])
+
+    def _class_files(self, class_name: str) -> list[Path]:
+        try:
+            return self._files[class_name]
+        except KeyError:
+            raise KeyError(f"{self.name!r} has no class {class_name!r}") from None
+
+
+class FolderImageSet(_FileListImageSet):
     """One folder per class: ``<root>/<split>/<class>/<image>`` (or ``<root>/<class>/<image>`` without split).
 
     Fits miniImageNet, tieredImageNet, CUB and the like once arranged per class. Class names are the folder
@@ -77,20 +95,9 @@ class FolderImageSet(LabelledImageSet):
             )
         self.class_names = [d.name for d in class_dirs]
 
-    def num_items(self, class_name: str) -> int:
-        return len(self._class_files(class_name))
-
-    def source(self, class_name: str, index: int) -> str:
-        return str(self._class_files(class_name)[index])
-
-    def _class_files(self, class_name: str) -> list[Path]:
-        try:
-            return self._files[class_name]
-        except KeyError:
-            raise KeyError(f"{self.name!r} has no class {class_name!r}") from None
 
 
-class MiniImageNetCSVImageSet(LabelledImageSet):
+class MiniImageNetCSVImageSet(_FileListImageSet):
     """miniImageNet in the Ravi & Larochelle layout: ``<root>/images/*.jpg`` plus ``<root>/<split>.csv``.
 
     Each csv has the header ``filename,label`` and one row per image. Classes are the labels, sorted;
@@ -138,17 +145,6 @@ class MiniImageNetCSVImageSet(LabelledImageSet):
         self._files = {label: files[label] for label in sorted(files)}
         self.class_names = list(self._files)
 
-    def num_items(self, class_name: str) -> int:
-        return len(self._class_files(class_name))
-
-    def source(self, class_name: str, index: int) -> str:
-        return str(self._class_files(class_name)[index])
-
-    def _class_files(self, class_name: str) -> list[Path]:
-        try:
-            return self._files[class_name]
-        except KeyError:
-            raise KeyError(f"{self.name!r} has no class {class_name!r}") from None
 
 
 def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:

@@ -16,9 +16,9 @@ class SineTaskFamily:
     """Tasks ``y = amplitude * sin(frequency * x - phase)`` with x drawn uniformly from ``x_range``.
 
     The minus sign on the phase follows MAML's reference data generator. Amplitude, frequency and phase
-    are drawn uniformly from their ranges per task. The defaults are the MAML/ALFA setting: amplitude in
-    [0.1, 5.0], phase in [0, pi], x in [-5, 5], and a fixed frequency of 1 (pass e.g. ``(0.8, 1.2)`` for a
-    family with varying frequency, the default here as in ALFA Table 8).
+    are drawn uniformly from their ranges per task. The defaults are ALFA's Table 8 setting: amplitude in
+    [0.1, 5.0], frequency in [0.8, 1.2], phase in [0, pi], x in [-5, 5] (MAML's original family fixes the
+    frequency at 1: pass ``frequency=(1.0, 1.0)``).
 
     Task ``index`` is a pure function of ``(seed, index)``, so tasks can be regenerated in any order.
     """

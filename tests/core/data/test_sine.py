@@ -45,8 +45,10 @@ def test_shapes_ranges_and_curve() -> None:
     assert min(amplitudes) < 1.0 and max(amplitudes) > 4.0  # the whole range gets used
 
 
-def test_default_frequency_is_fixed_as_in_maml() -> None:
-    assert {SineTaskFamily().task(i, 1, 1).params["frequency"] for i in range(5)} == {1.0}
+def test_default_frequency_varies_as_in_alfa_table_8() -> None:
+    frequencies = [SineTaskFamily().task(i, 1, 1).params["frequency"] for i in range(50)]
+    assert all(0.8 <= f <= 1.2 for f in frequencies) and max(frequencies) - min(frequencies) > 0.3
+    assert {SineTaskFamily(frequency=(1.0, 1.0)).task(i, 1, 1).params["frequency"] for i in range(5)} == {1.0}
 
 
 def test_invalid_arguments() -> None:
