@@ -235,11 +235,13 @@ class Trainer:
             config["meta"] = {k: v for k, v in config.get("meta", {}).items() if k != "iterations"}
             config.pop("validation", None)
             config.pop("checkpoint", None)
+            # Where the data lives and whether it may be downloaded are facts of the machine, not the experiment.
+            config["data"] = {k: v for k, v in config.get("data", {}).items() if k not in ("root", "download")}
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ValueError(
                 f"{path} was written by a different config (differs in: {', '.join(changed)}); resume with the "
-                "same config (only meta.iterations, [validation] and [checkpoint] may change), or choose another output_dir"
+                "same config (only meta.iterations, data.root, data.download, [validation] and [checkpoint] may change), or choose another output_dir"
             )
         self.learner.load_state_dict(split_prefix(tensors, "learner"))
         state: dict[int, dict[str, torch.Tensor]] = {}
