@@ -63,6 +63,14 @@ def build_image_set(config: TrainConfig, role: str) -> LabelledImageSet:
     raise ValueError(f"data.kind {data.kind!r} has no image sets")
 
 
+def launch_command() -> str:
+    """The command line that started this process, as a user would retype it."""
+    args = [shlex.quote(a) for a in sys.argv[1:]]
+    if sys.argv and sys.argv[0].endswith(("core/__main__.py", "core\\__main__.py")):
+        return " ".join(["python -m core", *args])
+    return " ".join([shlex.quote(sys.argv[0]) if sys.argv else "python", *args])
+
+
 def episode_task(episode, device) -> Task:
     episode = episode.to(device)
     return Task(episode.support_images, episode.support_labels, episode.query_images, episode.query_labels, episode.n_way)
@@ -72,7 +80,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True):
         self.config = config
         self.device = pick_device(device)
-        self.command = command or " ".join(shlex.quote(a) for a in sys.argv)
+        self.command = command or launch_command()
         self.progress = progress
         self.output = config.output_path()
         meta = config.meta
