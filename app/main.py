@@ -1,7 +1,8 @@
-"""Dashboard entry point (``streamlit run app/main.py``).
+"""Dashboard entry point: ``streamlit run app/main.py``.
 
-Until the full dashboard lands this page lists the checkpoints it can find and what each was trained on;
-it only arranges widgets: everything it shows comes from ``core``.
+Three pages (``app/pages``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
+delete stored runs; ``?run=<id>`` opens one) and Checkpoints. Pages only arrange widgets: adapting happens
+in ``core.runs``, every result shown is read back from the run store.
 """
 
 from __future__ import annotations
@@ -11,28 +12,17 @@ from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from core.checkpoints import find_checkpoints  # noqa: E402
-from core.device import describe_device, pick_device  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 st.set_page_config(page_title="Few-shot adaptation with ALFA", layout="wide")
-st.title("Few-shot adaptation with learned inner-loop rules")
-st.caption(f"Device: {describe_device(pick_device())}")
-st.info(
-    "The interactive dashboard (upload images, compare inner-loop rules, browse stored runs) is being built. "
-    "Meanwhile the command line does the work: `python -m core train | evaluate | adapt | info`."
-)
 
-checkpoints = find_checkpoints()
-if not checkpoints:
-    st.warning(
-        "No checkpoints found yet. Train one with `python -m core train --config configs/omniglot/conv4_alfa_maml.toml`; "
-        "it is written under `runs/`."
-    )
-for entry in checkpoints:
-    with st.expander(f"{entry.name} — {entry.path}"):
-        if entry.error:
-            st.error(entry.error)
-        else:
-            st.json(entry.metadata, expanded=False)
+navigation = st.navigation(
+    [
+        st.Page("pages/adapt.py", title="Adapt", icon=":material/science:", url_path="adapt", default=True),
+        st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+        st.Page("pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
+    ]
+)
+navigation.run()

@@ -13,9 +13,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO_ROOT / "assets" / "checkpoints"
 
 
+# Folders searched besides the defaults (os.pathsep-separated).
+EXTRA_DIRS_ENV = "FEWSHOT_CHECKPOINT_DIRS"
+# When set (even to ""), replaces the default folders (assets/checkpoints and runs/): tests and demos use it to
+# see only their own checkpoints.
+DEFAULT_DIRS_ENV = "FEWSHOT_DEFAULT_CHECKPOINT_DIRS"
+
+
+def _paths(value: str) -> list[Path]:
+    return [Path(p).expanduser() for p in value.split(os.pathsep) if p]
+
+
 def search_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("FEWSHOT_CHECKPOINT_DIRS", "").split(os.pathsep) if p]
-    return [SHIPPED_DIR, REPO_ROOT / "runs", *extra]
+    extra = _paths(os.environ.get(EXTRA_DIRS_ENV, ""))
+    defaults = os.environ.get(DEFAULT_DIRS_ENV)
+    base = [SHIPPED_DIR, REPO_ROOT / "runs"] if defaults is None else _paths(defaults)
+    return [*base, *extra]
 
 
 @dataclass

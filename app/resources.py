@@ -1,0 +1,65 @@
+"""Shared, cached resources of the dashboard: the run store, loaded learners and benchmark image sets.
+
+``st.cache_resource`` objects are shared by every session, so none of them is ever modified: the store is
+thread-safe, ``core.adapt`` reads learners without writing them, and image sets only add to their own
+decode cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from core.data.folders import FolderImageSet
+from core.data.images import ImageSpec
+from core.data.omniglot import OmniglotImageSet
+from core.learner import Learner
+from core.model_io import load_learner
+from core.store import Store, default_database_url
+from models.checkpoint import file_sha256
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def get_store() -> Store:
+    """The store at ``$FEWSHOT_DATABASE_URL`` (or the default SQLite file), opened once per URL."""
+    return _store(default_database_url())
+
+
+@st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=8)
+def _learner(path: str, sha256: str, rule: str, device: str) -> tuple[Learner, dict[str, Any]]:
+    # Keyed by the file's hash too: a checkpoint retrained in place is loaded afresh.
+    return load_learner(path, rule=rule, device=device)
+
+
+def cached_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, dict[str, Any]]:
+    """A ``core.runs.LearnerLoader`` backed by the resource cache (path + file hash + rule + device)."""
+    return _learner(str(path), file_sha256(path), rule, str(device))
+
+
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=4)
+def omniglot_set(root: str, alphabets: tuple[str, ...], spec_json: str) -> OmniglotImageSet:
+    spec = ImageSpec.from_dict(json.loads(spec_json))
+    return OmniglotImageSet(root, alphabets=list(alphabets) or None, spec=spec)
+
+
+@st.cache_resource(show_spinner="Reading the folders…", max_entries=4)
+def folder_set(root: str, split: str | None, spec_json: str) -> FolderImageSet:
+    return FolderImageSet(root, split, ImageSpec.from_dict(json.loads(spec_json)))
+
+
+def short_path(path: str | Path) -> str:
+    """A path relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,248 @@
+"""Episodes built from uploaded files (the dashboard's "upload" source) and the stored form of benchmark items.
+
+Both functions return the episode's items as :class:`core.store.records.EpisodeItemInput` carrying the original
+file bytes, so the run store keeps exactly what the model saw and an old run can be shown and re-run.
+Only the plain record dataclasses are used here: nothing in this module touches a database.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from core.data.episode import Episode
+from core.data.images import ImageError, ImageSpec, decode_image
+from core.store.records import EpisodeItemInput, ImageInput
+
+__all__ = [
+    "DEFAULT_MAX_UPLOAD_MB",
+    "MAX_UPLOAD_BYTES",
+    "MAX_UPLOAD_ENV",
+    "episode_from_uploads",
+    "image_input",
+    "items_from_benchmark",
+    "max_upload_bytes",
+    "normalise_class_name",
+]
+
+MAX_UPLOAD_ENV = "FEWSHOT_MAX_UPLOAD_MB"
+DEFAULT_MAX_UPLOAD_MB = 20.0
+
+UploadedFile = tuple[str, bytes]  # (file name, bytes)
+UploadedQuery = tuple[str, bytes, str | None]  # (file name, bytes, class name or None when unlabelled)
+
+_ROTATED = re.compile(r"^(?P<path>.+)@rot(?P<degrees>90|180|270)$")
+
+
+def max_upload_bytes() -> int:
+    """Largest accepted file: ``$FEWSHOT_MAX_UPLOAD_MB`` megabytes (default 20), read on every call."""
+    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_UPLOAD_ENV} must be a number of megabytes, got {raw!r}") from None
+    if not megabytes > 0:
+        raise ValueError(f"{MAX_UPLOAD_ENV} must be positive, got {raw!r}")
+    return int(megabytes * 1024 * 1024)
+
+
+# The limit as configured when the module was imported (the functions below re-read the environment).
+MAX_UPLOAD_BYTES = max_upload_bytes()
+
+
+def normalise_class_name(name: str) -> str:
+    """The form class names are compared in: surrounding/inner whitespace collapsed, case folded."""
+    return " ".join(str(name).split()).casefold()
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def image_input(
+    data: bytes, name: str, spec: ImageSpec, max_bytes: int | None = None
+) -> tuple[torch.Tensor, ImageInput]:
+    """Decode one file for the model and describe it for the store (mime type, upright width and height).
+
+    Raises :class:`ImageError` naming ``name`` for an empty, oversized, non-image, truncated or bomb file.
+    """
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    data = bytes(data)
+    if len(data) > limit:
+        raise ImageError(f"{name}: file is too large ({_megabytes(len(data))}; the limit is {_megabytes(limit)})")
+    tensor = decode_image(data, spec, name=name)  # every content check (empty, corrupt, bomb, mode) lives here
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        mime = Image.MIME.get(image.format or "", "application/octet-stream")
+        try:
+            orientation = image.getexif().get(0x0112, 1)
+        except Exception:  # noqa: BLE001 - a malformed EXIF block: decode_image kept the stored orientation too
+            orientation = 1
+    if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: the upright image is transposed
+        width, height = height, width
+    return tensor, ImageInput(data=data, mime=mime, width=width, height=height, source_name=name)
+
+
+def episode_from_uploads(
+    classes: Sequence[tuple[str, Sequence[UploadedFile]]],
+    queries: Sequence[UploadedQuery],
+    spec: ImageSpec,
+    max_bytes: int | None = None,
+) -> tuple[Episode, list[EpisodeItemInput]]:
+    """An episode from uploaded files: ``classes`` is ``[(class name, [(file name, bytes), ...]), ...]`` (the
+    support set, in class order), ``queries`` is ``[(file name, bytes, class name or None), ...]``.
+
+    Class names are kept as typed (trimmed); query labels match them ignoring case and whitespace. The
+    episode's ``query_labels`` is set only when every query is labelled; the items always carry each
+    query's own label (``None`` when unlabelled), so partly labelled uploads keep what is known.
+
+    Raises ``ValueError`` for structural problems (fewer than two classes, an empty or duplicate class name,
+    a class without images, no queries, a query label that is not a class) and :class:`ImageError` naming
+    every file that cannot be used (too large for ``max_bytes``, default :func:`max_upload_bytes`; empty,
+    not an image, truncated, a decompression bomb).
+    """
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    if len(classes) < 2:
+        raise ValueError(f"an episode needs at least 2 classes to classify between, got {len(classes)}")
+    class_names: list[str] = []
+    label_of: dict[str, int] = {}
+    for position, (raw_name, _files) in enumerate(classes, start=1):
+        name = " ".join(str(raw_name or "").split())
+        if not name:
+            raise ValueError(f"class {position} has no name; give every class a name")
+        key = normalise_class_name(name)
+        if key in label_of:
+            raise ValueError(
+                f"two classes are both called {name!r} (names are compared ignoring case and spaces: "
+                f"{class_names[label_of[key]]!r}); give each class its own name"
+            )
+        label_of[key] = len(class_names)
+        class_names.append(name)
+    empty = [class_names[index] for index, (_name, files) in enumerate(classes) if not files]
+    if empty:
+        raise ValueError(f"these classes have no support images: {', '.join(repr(n) for n in empty)}")
+    if not queries:
+        raise ValueError("no query images: upload at least one image to classify")
+    query_labels: list[int | None] = []
+    for file_name, _data, label in queries:
+        if label is None or not str(label).strip():
+            query_labels.append(None)
+            continue
+        key = normalise_class_name(label)
+        if key not in label_of:
+            raise ValueError(
+                f"query {file_name} is labelled {label!r}, which is not one of the classes "
+                f"({', '.join(repr(n) for n in class_names)})"
+            )
+        query_labels.append(label_of[key])
+
+    errors: list[str] = []
+
+    def decode(data: bytes, name: str) -> tuple[torch.Tensor, ImageInput] | None:
+        try:
+            return image_input(data, name, spec, max_bytes=limit)
+        except ImageError as error:
+            errors.append(str(error))
+            return None
+
+    support: list[tuple[int, tuple[torch.Tensor, ImageInput] | None]] = [
+        (label, decode(data, file_name))
+        for label, (_name, files) in enumerate(classes)
+        for file_name, data in files
+    ]
+    decoded_queries = [decode(data, file_name) for file_name, data, _label in queries]
+    if errors:
+        listed = "; ".join(errors)
+        raise ImageError(f"{len(errors)} file(s) cannot be used: {listed}" if len(errors) > 1 else listed)
+
+    items: list[EpisodeItemInput] = []
+    for position, (label, decoded) in enumerate(support):
+        assert decoded is not None
+        items.append(EpisodeItemInput("support", position, label, decoded[1]))
+    for position, (label, decoded) in enumerate(zip(query_labels, decoded_queries)):
+        assert decoded is not None
+        items.append(EpisodeItemInput("query", position, label, decoded[1]))
+
+    all_labelled = all(label is not None for label in query_labels)
+    episode = Episode(
+        support_images=torch.stack([decoded[0] for _label, decoded in support if decoded is not None]),
+        support_labels=torch.tensor([label for label, _decoded in support], dtype=torch.int64),
+        query_images=torch.stack([decoded[0] for decoded in decoded_queries if decoded is not None]),
+        query_labels=torch.tensor(query_labels, dtype=torch.int64) if all_labelled else None,
+        class_names=class_names,
+        support_sources=[item.image.source_name for item in items if item.role == "support"],
+        query_sources=[item.image.source_name for item in items if item.role == "query"],
+        provenance={
+            "dataset": "upload",
+            "shots_per_class": [len(files) for _name, files in classes],
+            "n_query": len(queries),
+            "labelled_queries": sum(label is not None for label in query_labels),
+        },
+    )
+    return episode, items
+
+
+def _source_bytes(source: str) -> bytes:
+    """The file behind a sampler ``source`` (PNG-encoded and rotated for Omniglot's ``path@rotNN`` classes)."""
+    match = _ROTATED.match(source)
+    if match and not Path(source).is_file():
+        with Image.open(match["path"]) as image:
+            image.load()
+            # Image.rotate(90) turns counter-clockwise, as torch.rot90 over (H, W) does.
+            rotated = image.rotate(int(match["degrees"]), expand=True)
+        buffer = io.BytesIO()
+        rotated.save(buffer, format="PNG")
+        return buffer.getvalue()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"episode image {source} does not exist any more")
+    return path.read_bytes()
+
+
+def _readable_name(source: str) -> str:
+    match = _ROTATED.match(source)
+    path, suffix = (match["path"], f"@rot{match['degrees']}") if match and not Path(source).is_file() else (source, "")
+    return "/".join(Path(path).parts[-3:]) + suffix
+
+
+def items_from_benchmark(episode: Episode) -> list[EpisodeItemInput]:
+    """The stored form of a sampled episode: each support and query source file's bytes, labels and order.
+
+    ``source_name`` keeps the last three path parts (``Alphabet/characterNN/file.png``) so runs stay readable
+    without saving machine-specific absolute paths. Omniglot's rotated classes (``path@rot90``) are stored as the
+    rotated drawing (PNG); decoding it matches the sampler's tensor to within one 8-bit grey level, because
+    the rotation then comes before the resize instead of after it.
+    """
+    if len(episode.support_sources) != len(episode.support_labels) or len(episode.query_sources) != len(
+        episode.query_images
+    ):
+        raise ValueError("the episode does not name the source file of every image; it cannot be stored")
+    items: list[EpisodeItemInput] = []
+    roles = (
+        ("support", episode.support_sources, [int(v) for v in episode.support_labels]),
+        (
+            "query",
+            episode.query_sources,
+            [None] * len(episode.query_sources)
+            if episode.query_labels is None
+            else [int(v) for v in episode.query_labels],
+        ),
+    )
+    for role, sources, labels in roles:
+        for position, (source, label) in enumerate(zip(sources, labels)):
+            data = _source_bytes(source)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                mime = Image.MIME.get(image.format or "", "application/octet-stream")
+            image_record = ImageInput(data, mime, width, height, source_name=_readable_name(source))
+            items.append(EpisodeItemInput(role, position, label, image_record))
+    return items
+

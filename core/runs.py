@@ -1,0 +1,330 @@
+"""One dashboard run: adapt an episode with one or more rules of a checkpoint and record it in the run store.
+
+:func:`run_rules` is the only place the dashboard adapts; it loads each rule's learner through a ``loader``
+(the app passes a cached one: a cached learner is only read, ``adapt`` works on detached copies), adapts, and
+writes the run, its episode images, traces and predictions in one transaction.
+
+Failure semantics (tested in ``tests/core/test_runs.py``):
+
+- Input that cannot describe a run (no rules, negative steps, an unreadable or non-image checkpoint, images
+  that do not fit the checkpoint, items that do not match the episode) raises ``ValueError`` /
+  ``CheckpointError`` before anything is stored.
+- Rules run in the order given. The first rule that fails (an unsupported rule, a load error, a non-finite
+  loss or probability, any exception) stops the run: it is stored with ``save_failed_run`` carrying the
+  error text and the adaptations of the rules that had *completely* finished before it (never a partial
+  one), then :class:`RunFailed` is raised with the run id. Later rules are not attempted.
+- Otherwise the run is stored as succeeded with exactly the values ``adapt`` returned.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from core.adapt import AdaptationResult, adapt
+from core.checkpoints import find_checkpoints
+from core.data.episode import Episode
+from core.data.images import ImageSpec, decode_image
+from core.device import describe_device
+from core.learner import Learner
+from core.model_io import load_learner, supported_rules
+from core.rules import RULE_LABELS
+from core.store import SOURCES, AdaptationInput, CheckpointInput, EpisodeItemInput, ImageInput, RunInput, Store
+from models.checkpoint import CheckpointError, file_sha256, read_metadata
+
+__all__ = [
+    "LearnerLoader",
+    "RuleProgress",
+    "RunFailed",
+    "checkpoint_record",
+    "checkpoint_spec",
+    "episode_from_items",
+    "rerun",
+    "run_rules",
+]
+
+# (checkpoint path, rule, device) -> (learner, metadata); must return a learner the caller may only read.
+LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RuleProgress:
+    """What :func:`run_rules` reports to ``on_progress`` before and after each rule."""
+
+    rule: str
+    label: str
+    index: int  # 0-based position of the rule in this run
+    total: int
+    stage: Literal["loading", "adapting", "done", "failed"]
+    seconds: float | None = None
+    accuracy: float | None = None
+    error: str | None = None
+
+
+class RunFailed(RuntimeError):
+    """A rule failed; the run was stored as failed (``run_id``) with ``error`` as its message."""
+
+    def __init__(self, run_id: int, rule: str, error: str) -> None:
+        super().__init__(f"run #{run_id} failed: {error}")
+        self.run_id = run_id
+        self.rule = rule
+        self.error = error
+
+
+def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, dict[str, Any]]:
+    return load_learner(path, rule=rule, device=device)
+
+
+def checkpoint_spec(metadata: dict[str, Any], name: str = "checkpoint") -> ImageSpec:
+    """The image preprocessing of an image-classification checkpoint; ``ValueError`` for any other kind."""
+    if metadata.get("task_kind", "classification") != "classification" or not metadata.get("image"):
+        raise ValueError(
+            f"{name} is not an image-classification checkpoint (task {metadata.get('task_kind')!r}); "
+            f"pick one trained on images"
+        )
+    return ImageSpec.from_dict(metadata["image"])
+
+
+def checkpoint_record(path: str | Path, metadata: dict[str, Any], sha256: str | None = None) -> CheckpointInput:
+    """The store's description of a checkpoint file (identified by the hash of its bytes)."""
+    path = Path(path)
+    return CheckpointInput(
+        name=str(metadata.get("name") or path.stem),
+        path=str(path),
+        file_sha256=sha256 or file_sha256(path),
+        backbone=dict(metadata.get("backbone") or {}),
+        rule=dict(metadata.get("rule") or {}),
+        image_spec=dict(metadata.get("image") or {}),
+        metadata=metadata,
+    )
+
+
+def _check_items(episode: Episode, items: Sequence[EpisodeItemInput]) -> None:
+    support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
+    query = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
+    if len(support) != len(episode.support_labels) or len(query) != len(episode.query_images):
+        raise ValueError(
+            f"the episode has {len(episode.support_labels)} support and {len(episode.query_images)} query images "
+            f"but {len(support)} support and {len(query)} query items were given"
+        )
+    if [i.label for i in support] != [int(v) for v in episode.support_labels]:
+        raise ValueError("support item labels do not match the episode's support labels")
+    if episode.query_labels is not None and [i.label for i in query] != [int(v) for v in episode.query_labels]:
+        raise ValueError("query item labels do not match the episode's query labels")
+
+
+def _non_finite(result: AdaptationResult) -> str | None:
+    for step, value in enumerate(result.support_loss):
+        if not math.isfinite(value):
+            return f"the support loss became {value} at step {step}"
+    if any(not math.isfinite(p) for row in result.probabilities for p in row):
+        return "the query probabilities are not finite"
+    if result.query_loss is not None and not math.isfinite(result.query_loss):
+        return f"the query loss is {result.query_loss}"
+    return None
+
+
+def _adaptation_input(result: AdaptationResult, query_items: list[EpisodeItemInput]) -> AdaptationInput:
+    record = AdaptationInput.from_result(result, RULE_LABELS.get(result.rule, result.rule))
+    if record.truths is None and any(item.label is not None for item in query_items):
+        # Partly labelled queries: the episode carries no labels, so adapt scored nothing; keep every known
+        # label and score the labelled queries (plain counting, no model involved).
+        record.truths = [item.label for item in query_items]
+        known = [(p, t) for p, t in zip(record.predictions, record.truths) if t is not None]
+        record.accuracy = sum(p == t for p, t in known) / len(known)
+    return record
+
+
+def run_rules(
+    *,
+    store: Store,
+    checkpoint_path: str | Path,
+    rules: Sequence[str],
+    episode: Episode,
+    items: Sequence[EpisodeItemInput],
+    steps: int,
+    device: torch.device | str,
+    source: str,
+    dataset: str | None,
+    split: str | None,
+    seed: int | None,
+    head_init: str | None = None,
+    on_progress: Callable[[RuleProgress], None] | None = None,
+    loader: LearnerLoader | None = None,
+    note: str | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> int:
+    """Adapt ``episode`` with each of ``rules`` and store the run; returns its id (see the module docstring).
+
+    ``items`` are the episode's images as the store keeps them (``core.data.uploads``). ``loader`` defaults to
+    :func:`core.model_io.load_learner`; whatever it returns is never modified. Raises :class:`RunFailed`
+    (carrying ``run_id``) when a rule failed and the run was stored as failed.
+    """
+    started = time.perf_counter()
+    rules = list(rules)
+    if not rules:
+        raise ValueError("choose at least one inner-loop rule to adapt with")
+    if len(set(rules)) != len(rules):
+        raise ValueError(f"each rule can be chosen once, got {rules}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number, 0 or more, got {steps!r}")
+    if source not in SOURCES:
+        raise ValueError(f"unknown run source {source!r}; choose from {', '.join(SOURCES)}")
+    path = Path(checkpoint_path)
+    metadata = read_metadata(path)  # CheckpointError for a missing or broken file
+    spec = checkpoint_spec(metadata, path.name)
+    expected = (spec.channels, spec.size, spec.size)
+    if tuple(episode.support_images.shape[1:]) != expected or tuple(episode.query_images.shape[1:]) != expected:
+        raise ValueError(
+            f"the episode's images are {tuple(episode.support_images.shape[1:])} but {path.name} expects {expected}; "
+            f"decode them with the checkpoint's image spec"
+        )
+    items = list(items)
+    _check_items(episode, items)
+    device = torch.device(device)
+    query_items = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
+    plain = (str, int, float, bool, list, type(None))
+    provenance = {k: v for k, v in episode.provenance.items() if isinstance(v, plain)}
+    run = RunInput(
+        source=source,  # type: ignore[arg-type] - validated by the store
+        dataset=dataset,
+        split=split,
+        n_way=episode.n_way,
+        k_shot=min(episode.shots_per_class),
+        n_query=int(episode.provenance.get("n_query") or len(query_items)),
+        seed=seed,
+        checkpoint=checkpoint_record(path, metadata),
+        checkpoint_name=str(metadata.get("name") or path.stem),
+        device=describe_device(device),
+        steps=steps,
+        class_names=list(episode.class_names),
+        config={
+            "rules": rules,
+            "head_init": head_init,
+            "checkpoint_path": str(path),
+            "image_spec": spec.to_dict(),
+            "shots_per_class": episode.shots_per_class,
+            "queries": len(query_items),
+            "labelled_queries": sum(item.label is not None for item in query_items),
+            "supported_rules": supported_rules(metadata),
+            "provenance": provenance,
+            **(extra_config or {}),
+        },
+        items=items,
+        note=note,
+    )
+
+    def report(**fields: Any) -> None:
+        if on_progress is not None:
+            on_progress(RuleProgress(total=len(rules), **fields))
+
+    done: list[AdaptationInput] = []
+    for index, rule in enumerate(rules):
+        label = RULE_LABELS.get(rule, rule)
+        try:
+            report(rule=rule, label=label, index=index, stage="loading")
+            learner, _meta = (loader or _default_loader)(path, rule, device)
+            report(rule=rule, label=label, index=index, stage="adapting")
+            result = adapt(learner, episode, steps=steps, head_init=head_init, device=device)
+            problem = _non_finite(result)
+            if problem:
+                raise FloatingPointError(f"{problem}; try fewer steps or another rule")
+            record = _adaptation_input(result, query_items)
+        except Exception as error:  # any failure of a rule is recorded, then reported
+            message = f"{label}: {error}"
+            run_id = store.save_failed_run(run, message, done, total_seconds=time.perf_counter() - started)
+            report(rule=rule, label=label, index=index, stage="failed", error=message)
+            raise RunFailed(run_id, rule, message) from error
+        done.append(record)
+        report(rule=rule, label=label, index=index, stage="done", seconds=record.seconds, accuracy=record.accuracy)
+    return store.save_run(run, done, total_seconds=time.perf_counter() - started)
+
+
+def episode_from_items(
+    items: Sequence[EpisodeItemInput], class_names: Sequence[str], spec: ImageSpec
+) -> Episode:
+    """Rebuild an episode from stored items (decoded with ``spec``); query labels only if all are known."""
+    support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
+    query = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
+    if not support or not query:
+        raise ValueError("the stored episode has no support or no query images")
+    labels = [item.label for item in query]
+    return Episode(
+        support_images=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in support]),
+        support_labels=torch.tensor([int(i.label) for i in support if i.label is not None], dtype=torch.int64),
+        query_images=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in query]),
+        query_labels=None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.int64),
+        class_names=list(class_names),
+        support_sources=[i.image.source_name for i in support],
+        query_sources=[i.image.source_name for i in query],
+    )
+
+
+def _locate_checkpoint(path: Path, sha256: str) -> Path:
+    if path.is_file() and file_sha256(path) == sha256:
+        return path
+    for entry in find_checkpoints():
+        if entry.error is None and entry.path.is_file() and file_sha256(entry.path) == sha256:
+            return entry.path
+    if path.is_file():
+        raise CheckpointError(
+            f"{path} has changed since the run (its contents no longer match); the exact checkpoint is not found"
+        )
+    raise FileNotFoundError(f"checkpoint {path} is gone and no other checkpoint file has the same contents")
+
+
+def rerun(
+    store: Store,
+    run_id: int,
+    *,
+    device: torch.device | str = "cpu",
+    loader: LearnerLoader | None = None,
+    on_progress: Callable[[RuleProgress], None] | None = None,
+) -> int:
+    """Adapt a stored run's episode again (same images, checkpoint file, rules, steps); returns the new run id.
+
+    The checkpoint is found by the hash of its contents (at its stored path, or any other checkpoint file).
+    Raises ``KeyError`` for an unknown run, ``FileNotFoundError`` / ``CheckpointError`` when the exact
+    checkpoint is not available any more, and :class:`RunFailed` like :func:`run_rules`.
+    """
+    detail = store.get_run(run_id)
+    if detail.checkpoint is None:
+        raise ValueError(f"run #{run_id} has no checkpoint record; it cannot be re-run")
+    path = _locate_checkpoint(Path(detail.checkpoint.path), detail.checkpoint.file_sha256)
+    spec = checkpoint_spec(read_metadata(path), path.name)
+    items = []
+    for item in detail.items:
+        data, mime = store.get_image(item.image_sha256)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        record = ImageInput(data, mime, width, height, item.source_name)
+        items.append(EpisodeItemInput(item.role, item.position, item.label, record))  # type: ignore[arg-type]
+    episode = episode_from_items(items, detail.class_names, spec)
+    # Every rule the run asked for (a failed run may have stopped before some of them), in its order.
+    rules = list(detail.config.get("rules") or [a.rule for a in detail.adaptations])
+    return run_rules(
+        store=store,
+        checkpoint_path=path,
+        rules=rules,
+        episode=episode,
+        items=items,
+        steps=detail.steps,
+        device=device,
+        source=detail.source,
+        dataset=detail.dataset,
+        split=detail.split,
+        seed=detail.seed,
+        head_init=detail.config.get("head_init"),
+        on_progress=on_progress,
+        loader=loader,
+        note=f"re-run of run #{run_id}",
+        extra_config={"rerun_of": run_id, "provenance": detail.config.get("provenance", {})},
+    )

@@ -1,0 +1,98 @@
+"""Small deterministic inputs shared by the dashboard tests (app, core.runs, uploads, browser)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+TINY_IMAGE = {"channels": 1, "size": 28, "invert": True, "mean": [0.0], "std": [1.0]}
+SHAPES = ("circle", "square", "cross")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **save_args: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_args)
+    return buffer.getvalue()
+
+
+def shape_image(shape: int, variant: int, size: int = 40) -> Image.Image:
+    """A dark outline (circle, square or cross) on white, shifted a little per ``variant``."""
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    o = variant % 5
+    if shape % 3 == 0:
+        draw.ellipse((5 + o, 5, 30 + o, 30), outline=0, width=3)
+    elif shape % 3 == 1:
+        draw.rectangle((5, 5 + o, 30, 30 + o), outline=0, width=3)
+    else:
+        draw.line((5 + o, 5, 35, 35 - o), fill=0, width=3)
+        draw.line((5, 35 - o, 35 - o, 5), fill=0, width=3)
+    return image
+
+
+def shape_png(shape: int, variant: int) -> bytes:
+    return encode(shape_image(shape, variant))
+
+
+def noise_png(size: int = 64, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels, "RGB"))
+
+
+def upload_classes(n_classes: int = 3, shots: int = 2, names: tuple[str, ...] = SHAPES):
+    """``episode_from_uploads`` class input: ``[(name, [(file, bytes), ...]), ...]``."""
+    return [
+        (names[c], [(f"{names[c]}-{i}.png", shape_png(c, i)) for i in range(shots)]) for c in range(n_classes)
+    ]
+
+
+def upload_queries(n_classes: int = 3, labelled: bool = True):
+    return [(f"query-{c}.png", shape_png(c, 4), SHAPES[c] if labelled else None) for c in range(n_classes)]
+
+
+def save_tiny_checkpoint(
+    path: Path, rule: dict | None = None, name: str = "tiny-alfa", nan: bool = False, **metadata: object
+) -> Path:
+    """A Conv4 with 8 filters (5 classes, 28x28 grey, inverted), ALFA by default; ``nan`` poisons its weights."""
+    import torch
+
+    from core.learner import Learner
+    from core.model_io import save_learner
+
+    learner = Learner(
+        {"name": "conv4", "filters": 8, "n_classes": 5},
+        rule or {"name": "alfa", "steps": 3, "lr": 0.4, "generator_init": "identity"},
+        seed=0,
+    )
+    if nan:
+        with torch.no_grad():
+            for parameter in learner.backbone.parameters():
+                parameter.fill_(float("nan"))
+    header = {
+        "name": name,
+        "image": TINY_IMAGE,
+        "n_way": 5,
+        "inner_steps": {"train": 3, "eval": 3},
+        "metrics": {"validation": {"metric": "accuracy", "mean": 0.9, "ci95": 0.02, "score": 0.9}},
+        "training": {
+            "command": "python -m core train --config tiny.toml",
+            "data": {"kind": "omniglot", "root": "(default)", "train": ["Latin"], "val": ["Greek"],
+                     "test": ["Tagalog"]},
+            "iterations": 1, "tasks_seen": 4, "wall_seconds": 0.1, "device": "cpu",
+        },
+        **metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_learner(path, learner, header)
+
+
+def save_sine_checkpoint(path: Path) -> Path:
+    from core.learner import Learner
+    from core.model_io import save_learner
+
+    learner = Learner({"name": "mlp", "hidden": [8, 8]}, {"name": "sgd", "lr": 0.01}, task_kind="regression")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_learner(path, learner, {"name": "tiny-sine", "image": None})

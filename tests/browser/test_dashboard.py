@@ -1,0 +1,292 @@
+"""The dashboard in a real headless Chromium: upload three classes, run ALFA and SGD, reopen the run after a reload.
+
+Follows the recipe in ``../shared/notes/browser-testing.md``: Debian's ``/usr/bin/chromium`` driven by the
+``playwright`` wheel (``playwright install`` is never needed). Writes the README screenshots to
+``docs/screenshots/adapt.png`` and ``docs/screenshots/runs.png``. Without Chromium or Playwright the test
+skips locally and fails under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.app.builders import SHAPES, TINY_IMAGE, save_tiny_checkpoint, shape_image, upload_classes, upload_queries
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("FEWSHOT_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = REPO / "docs" / "screenshots"
+WAIT_MS = 120_000  # the CI machine may be busy: generous waits, each ends as soon as the page is ready
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the browser tests: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def sync_playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed (pip install -r requirements-dev.txt)")
+    if not CHROMIUM.is_file():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium chromium-driver)")
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _seed_other_run(url: str, checkpoint: Path) -> None:
+    """A second, different run (2-way 1-shot, SGD only) so the Runs page has something to compare."""
+    from core.data.images import ImageSpec
+    from core.data.uploads import episode_from_uploads
+    from core.runs import run_rules
+    from core.store import Store
+
+    episode, items = episode_from_uploads(upload_classes(2, shots=1), upload_queries(2), ImageSpec.from_dict(TINY_IMAGE))
+    with Store(url) as store:
+        run_rules(store=store, checkpoint_path=checkpoint, rules=["sgd"], episode=episode, items=items, steps=5,
+                  device="cpu", source="upload", dataset="upload", split=None, seed=None)
+
+
+def _shipped_alfa_checkpoint() -> Path | None:
+    """A meta-trained ALFA image checkpoint shipped under assets/checkpoints, if any: it makes better pictures."""
+    from core.checkpoints import SHIPPED_DIR, find_checkpoints
+
+    for entry in find_checkpoints([SHIPPED_DIR]) if SHIPPED_DIR.is_dir() else []:
+        metadata = entry.metadata
+        if entry.error is None and (metadata.get("rule") or {}).get("name") == "alfa" and metadata.get("image"):
+            return entry.path
+    return None
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, sync_playwright) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    shipped = _shipped_alfa_checkpoint()
+    if shipped is not None:
+        (tmp / "checkpoints").mkdir()
+        checkpoint = Path(shutil.copy(shipped, tmp / "checkpoints" / shipped.name))
+    else:
+        checkpoint = save_tiny_checkpoint(tmp / "checkpoints" / "tiny-alfa.safetensors")
+    database = f"sqlite:///{tmp / 'dashboard.sqlite3'}"
+    _seed_other_run(database, checkpoint)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FEWSHOT_DATABASE_URL": database,
+        "FEWSHOT_DEFAULT_CHECKPOINT_DIRS": "",
+        "FEWSHOT_CHECKPOINT_DIRS": str(checkpoint.parent),
+        "FEWSHOT_DEVICE": "cpu",
+    }
+    log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed below, after the server stops
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                    if answer.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{(tmp / 'streamlit.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+@pytest.fixture
+def page(sync_playwright, app_url):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(WAIT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def _images(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    supports: dict[str, list[Path]] = {}
+    for c, name in enumerate(SHAPES):
+        supports[name] = []
+        for i in range(3):
+            path = folder / f"{name}-{i}.png"
+            shape_image(c, i).save(path)
+            supports[name].append(path)
+    queries = []
+    for c, name in enumerate(SHAPES):
+        path = folder / f"query-{name}.png"
+        shape_image(c, 4).save(path)
+        queries.append(path)
+    return supports, queries
+
+
+def _choose(page, combobox_name: str, option: str) -> None:
+    """Pick ``option`` in a Streamlit selectbox/multiselect (a react-aria combobox: type to filter, click)."""
+    combo = page.get_by_role("combobox", name=combobox_name)
+    combo.focus()
+    combo.press_sequentially(option, delay=20)
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def _wait_idle(page) -> None:
+    """Until Streamlit has finished the current rerun."""
+    page.wait_for_function(
+        "() => !document.querySelector(\"[data-testid='stStatusWidget']\")", timeout=WAIT_MS,
+    )
+    page.wait_for_timeout(300)
+
+
+def _tall_screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its own container, so grow the viewport to the content."""
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], section, div')]"
+        ".slice(0, 400).map(e => e.scrollHeight))"
+    )
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height) + 40, 1000), 6000)})
+    page.wait_for_timeout(1500)  # plotly resizes to the new width
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
+    supports, queries = _images(tmp_path / "images")
+
+    page.goto(app_url)
+    page.wait_for_selector("[data-testid='stApp']")
+    page.get_by_text("Adapt to a new episode").wait_for()
+    page.get_by_text("Device: cpu").wait_for()
+
+    # Three classes with three support images each, plus one query per class (two of them labelled).
+    page.get_by_text("Upload images", exact=True).click()
+    page.get_by_role("button", name="Add a class").click()
+    page.get_by_label("Class 3 name").wait_for()
+    for index, name in enumerate(SHAPES):
+        box = page.get_by_label(f"Class {index + 1} name")
+        box.fill(name)
+        box.press("Enter")
+        _wait_idle(page)
+    uploads = page.locator("input[type=file]")
+    assert uploads.count() == 4
+    for index, name in enumerate(SHAPES):
+        uploads.nth(index).set_input_files([str(p) for p in supports[name]])
+        page.get_by_text(f"{name}-2.png").wait_for()
+    uploads.nth(3).set_input_files([str(p) for p in queries])
+    page.get_by_text("Label of query-cross.png").wait_for()
+    _wait_idle(page)
+    for name in SHAPES[:2]:
+        _choose(page, f"Label of query-{name}.png", name)
+        _wait_idle(page)
+
+    # ALFA and SGD are both chosen by default for an ALFA checkpoint.
+    page.get_by_text("SGD (MAML)").first.wait_for()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Run #2", exact=True).wait_for()
+    _wait_idle(page)
+
+    metrics = page.locator("[data-testid='stMetric']")
+    assert metrics.count() == 2
+    texts = metrics.all_inner_texts()
+    assert texts[0].startswith("ALFA accuracy") and texts[1].startswith("SGD (MAML) accuracy")
+    assert all(t.strip().endswith("%") for t in texts)
+    assert page.get_by_text("query-circle.png").count() >= 1
+    assert page.get_by_text("truth: unlabelled").count() == 1
+    assert page.locator("img[src*='media']").count() >= 3
+    charts = page.locator("[data-testid='stPlotlyChart']")
+    charts.nth(2).wait_for()
+    assert charts.count() == 3
+    page.get_by_text("α: learning rate per layer — ALFA").wait_for()
+    page.get_by_text("β: weight multiplier per layer (θ ← β·θ − α·∇) — ALFA").wait_for()
+    assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 2 + 2 * 10
+    _tall_screenshot(page, SCREENSHOTS / "adapt.png")
+
+    # The permalink opens the stored run on the Runs page, and survives a reload.
+    page.get_by_role("link", name="Permalink: Runs page, ?run=2").click()
+    page.wait_for_url("**/runs?run=2")
+    page.get_by_text("Run #2", exact=True).wait_for()
+    page.reload()
+    page.get_by_text("Run #2", exact=True).wait_for()
+    page.get_by_text("ALFA accuracy").wait_for()
+    page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for()
+
+    # A fresh visit starts a new session: the Adapt page no longer shows the run, but it is stored...
+    page.goto(app_url)
+    page.get_by_text("Adapt to a new episode").wait_for()
+    _wait_idle(page)
+    assert page.get_by_text("Run #2", exact=True).count() == 0
+
+    # ...and reopens from the Runs page.
+    page.get_by_role("link", name="Runs").first.click()
+    page.get_by_role("heading", name="Runs").wait_for()
+    page.locator("[data-testid='stDataFrame']").first.wait_for()
+    page.get_by_role("button", name="Open run", exact=True).click()  # the newest run is preselected
+    page.get_by_text("Run #2", exact=True).wait_for()
+    _wait_idle(page)
+    assert "run=2" in page.url
+    assert page.locator("[data-testid='stMetric']").count() == 2
+    page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for()
+
+    # Compare both stored runs and keep the Runs screenshot.
+    page.goto(f"{app_url}/runs")
+    page.locator("[data-testid='stDataFrame']").first.wait_for()
+    _wait_idle(page)
+    for run_id in (2, 1):
+        combo = page.get_by_role("combobox", name="Select runs to compare, export or delete")
+        combo.focus()
+        combo.press_sequentially(f"#{run_id} ", delay=20)
+        page.get_by_role("option").filter(has_text=f"#{run_id} ·").first.click()
+        _wait_idle(page)
+    # Close the multiselect's dropdown before the picture.
+    page.get_by_role("combobox", name="Select runs to compare, export or delete").press("Escape")
+    page.get_by_role("heading", name="Runs").first.click()
+    page.get_by_text("2 selected run(s)", exact=True).wait_for()
+    page.get_by_role("listbox").wait_for(state="hidden")
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+    page.get_by_text("Export runs (JSON)", exact=True).wait_for()
+    _tall_screenshot(page, SCREENSHOTS / "runs.png")
+    assert (SCREENSHOTS / "adapt.png").stat().st_size > 10_000 and (SCREENSHOTS / "runs.png").stat().st_size > 10_000
+
+
+def test_chromium_is_the_debian_one() -> None:
+    """The recipe relies on Debian's browser; ``playwright install`` must never be needed."""
+    if not CHROMIUM.is_file():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium chromium-driver)")
+    assert shutil.which(str(CHROMIUM))
