@@ -47,6 +47,7 @@ def run_case(name: str, repeats: int) -> dict:
     import torch
 
     from core.adapt import adapt
+    from core.config import RuleConfig
     from core.data.episode import Episode
     from core.device import pick_device
     from core.learner import Learner
@@ -55,7 +56,8 @@ def run_case(name: str, repeats: int) -> dict:
     kind, backbone, n_way, k_shot, n_query, steps, meta_batch, second_order, rule = CASES[name]
     device = pick_device()
     torch.manual_seed(0)
-    learner = Learner({**backbone, "n_classes": n_way}, {"name": rule, "steps": steps, "lr": 0.1}).to(device)
+    rule_config = RuleConfig(name=rule, lr=0.1).as_rule_dict(steps)
+    learner = Learner({**backbone, "n_classes": n_way}, rule_config).to(device)
     c, s = backbone["in_channels"], backbone["image_size"]
 
     def task():

@@ -256,7 +256,7 @@ steps = right.slider(
 with st.expander("Advanced"):
     head = st.selectbox(
         "Classifier head at step 0", ["auto", "learned", "prototype", "zero"], key="head_init",
-        help="auto: the meta-learned head when the class count matches the checkpoint's, else class prototypes.",
+        help="auto: the meta-learned head when the class count matches the checkpoint's, else class prototypes (a zero head for ALFA, whose generator reads the head weights).",
     )
 
 if st.button("Run", type="primary", key="run"):

@@ -51,7 +51,10 @@ def test_adaptation_lowers_support_loss_on_real_omniglot(episodes, rule):
 def test_head_choices_for_other_class_counts(episodes):
     learner = _learner({"name": "sgd", "lr": 0.4}, n_classes=3)
     episode = episodes[0]
-    assert default_head_init(learner, 5) == "prototype"
+    assert default_head_init(learner, 5) == "prototype" and default_head_init(learner, 3) == "learned"
+    alfa = _learner({"name": "alfa", "steps": 2}, n_classes=3)
+    assert default_head_init(alfa, 5) == "zero" and default_head_init(alfa, 3) == "learned"
+    assert default_head_init(_learner({"name": "sgd"}, head_init="zero", n_classes=3), 5) == "zero"
     with pytest.raises(ValueError, match="meta-learned head has 3 classes"):
         adapt(learner, episode, steps=1, head_init="learned")
     for head in ("zero", "prototype"):

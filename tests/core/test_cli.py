@@ -105,7 +105,7 @@ def test_train_evaluate_adapt_round_trip(tmp_path, real_omniglot, capsys):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert len(result["queries"]) == 4 and result["head_init"] == "prototype"
+    assert len(result["queries"]) == 4 and result["head_init"] == "zero"  # ALFA, another class count
     assert {row["label"] for row in result["queries"]} == set(result["class_names"])
     assert all(0 < row["confidence"] <= 1 for row in result["queries"])
     assert len(result["support_loss"]) == 5 and len(result["traces"]) == 4
