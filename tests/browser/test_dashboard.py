@@ -166,6 +166,23 @@ def _choose(page, combobox_name: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).first.click()
 
 
+def _upload(page, file_input, paths, shown, attempts: int = 3) -> None:
+    """Set the files and wait until the page shows them.
+
+    A rerun that is still in flight (the class names were just typed) can re-create the uploader and drop
+    files set in the meantime, so the upload is retried once the page is idle; a real failure still fails.
+    """
+    for attempt in range(attempts):
+        _wait_idle(page)
+        file_input.set_input_files([str(p) for p in paths])
+        try:
+            shown.wait_for(timeout=15_000)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+
+
 def _wait_idle(page) -> None:
     """Until Streamlit has finished the current rerun."""
     page.wait_for_function(
@@ -204,13 +221,12 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
         box.fill(name)
         box.press("Enter")
         _wait_idle(page)
+    _wait_idle(page)
     uploads = page.locator("input[type=file]")
     assert uploads.count() == 4
     for index, name in enumerate(SHAPES):
-        uploads.nth(index).set_input_files([str(p) for p in supports[name]])
-        page.get_by_text(f"{name}-2.png").wait_for()
-    uploads.nth(3).set_input_files([str(p) for p in queries])
-    page.get_by_text("Label of query-cross.png").wait_for()
+        _upload(page, uploads.nth(index), supports[name], page.get_by_text(f"{name}-2.png"))
+    _upload(page, uploads.nth(3), queries, page.get_by_text("Label of query-cross.png"))
     _wait_idle(page)
     for name in SHAPES[:2]:
         _choose(page, f"Label of query-{name}.png", name)
