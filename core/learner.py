@@ -6,6 +6,7 @@ for ALFA's random-initialisation variant), so the optimiser and checkpoint code 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -15,6 +16,11 @@ from core.rules import InnerRule, build_rule
 from models.backbones import build_backbone, inner_parameter_names, xavier_reinitialise
 
 HEAD_INITS = ("learned", "zero", "prototype")
+
+# ``torch.func.functional_call`` swaps fast weights into the module's attributes for the duration of a call.
+# Two threads sharing one cached learner (two dashboard sessions) must therefore not run a functional forward
+# pass, or read the module's own parameters, while another thread's call is in flight.
+MODULE_LOCK = threading.RLock()
 
 
 class Learner(nn.Module):
@@ -56,7 +62,8 @@ class Learner(nn.Module):
         return int(self.backbone.config["n_classes"])
 
     def initial_params(self) -> dict[str, torch.Tensor]:
-        return dict(self.backbone.named_parameters())
+        with MODULE_LOCK:
+            return dict(self.backbone.named_parameters())
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from core.learner import Learner
+from core.learner import MODULE_LOCK, Learner
 from core.rules import StepTrace
 
 Params = dict[str, torch.Tensor]
 
 
 def forward(learner: Learner, params: Params, x: torch.Tensor, features_only: bool = False) -> torch.Tensor:
-    return functional_call(learner.backbone, params, (x,), {"features_only": features_only})
+    # Serialised (see MODULE_LOCK); the recorded graph holds the right tensors, so backward passes run in parallel.
+    with MODULE_LOCK:
+        return functional_call(learner.backbone, params, (x,), {"features_only": features_only})
 
 
 def task_loss(learner: Learner, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -81,3 +81,21 @@ def test_unlabelled_queries_and_bad_episodes(episodes):
     one_class = type(episode)(episode.support_images[:3], episode.support_labels[:3], episode.query_images, None, episode.class_names[:1])
     with pytest.raises(ValueError, match="at least 2 classes"):
         adapt(learner, one_class, steps=1)
+
+
+def test_concurrent_adaptations_share_one_learner_and_stay_independent(episodes):
+    """Two sessions adapting at once with the one cached learner get exactly the results they get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    learner = _learner({"name": "alfa", "steps": 5, "lr": 0.4, "generator_init": "identity"}, head_init="zero")
+    before = {n: t.clone() for n, t in learner.state_dict().items()}
+    alone = [adapt(learner, episode, steps=5) for episode in episodes[:2]]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        together = list(pool.map(lambda e: adapt(learner, e, steps=5), [episodes[0], episodes[1]] * 3))
+    for index, result in enumerate(together):
+        reference = alone[index % 2]
+        assert result.predictions == reference.predictions
+        assert sum(result.probabilities, []) == pytest.approx(sum(reference.probabilities, []), abs=1e-6)
+        assert result.support_loss == pytest.approx(reference.support_loss, abs=1e-6)
+    for n, t in learner.state_dict().items():
+        assert torch.equal(t, before[n])
