@@ -39,21 +39,38 @@ class CheckpointEntry:
     error: str | None = None
 
 
+# Files the training code writes beside deployable checkpoints: not something to adapt with.
+NOT_DEPLOYABLE = ("training_state", "pretraining_state", "pretrained_backbone")
+
+
 def find_checkpoints(dirs: list[Path] | None = None) -> list[CheckpointEntry]:
-    """Every ``*.safetensors`` deployable checkpoint (training-state files are skipped), with metadata or the error."""
+    """Every ``*.safetensors`` deployable checkpoint, with metadata or the error.
+
+    Training-state and pre-training files are skipped. A folder's manifest default comes first, so the
+    dashboard and CLI start from the shipped default; a shipped file whose hash does not match its manifest is
+    listed with the error.
+    """
+    from core.shipping import read_manifest, verify_shipped
+
     entries = []
     for folder in dirs or search_dirs():
         if not folder.is_dir():
             continue
-        for path in sorted(folder.rglob("*.safetensors")):
+        try:
+            default = read_manifest(folder).get("default")
+        except CheckpointError:
+            default = None
+        paths = sorted(folder.rglob("*.safetensors"), key=lambda p: (p.name != default, str(p)))
+        for path in paths:
             if path.name == "state.safetensors":
                 continue
             try:
                 metadata = read_metadata(path)
+                if metadata.get("kind") in NOT_DEPLOYABLE:
+                    continue
+                verify_shipped(path)
             except CheckpointError as error:
                 entries.append(CheckpointEntry(path, path.stem, error=str(error)))
-                continue
-            if metadata.get("kind") == "training_state":
                 continue
             entries.append(CheckpointEntry(path, metadata.get("name") or path.stem, metadata))
     return entries

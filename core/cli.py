@@ -1,4 +1,4 @@
-"""Command line: ``python -m core train | evaluate | adapt | info``."""
+"""Command line: ``python -m core train | pretrain | evaluate | adapt | info | package``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from core.config import load_config
+    from core.pretrain import Pretrainer, load_pretrained, pretrained_path
+
+    config = load_config(args.config)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    if config.pretrain.epochs < 1:
+        return _die(f"{args.config} has no [pretrain] stage (pretrain.epochs is 0)")
+    path = pretrained_path(config)
+    if path.is_file():
+        load_pretrained(config)  # refuses a file from another recipe
+        print(f"{path} is already pre-trained for this config", file=sys.stderr)
+        return 0
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        Pretrainer(config, device=args.device, progress=not args.no_progress).run()
+    except KeyboardInterrupt:
+        return 130
+    _, summary = load_pretrained(config)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _evaluation_set(args, metadata):
     from core.config import config_from_dict
     from core.data.folders import FolderImageSet
@@ -68,6 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.model_io import load_learner
 
     device = pick_device(args.device)
+    args.checkpoint = _checkpoint(args)
     learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
     steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
     if learner.task_kind == "regression":
@@ -101,6 +130,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from core.model_io import load_learner
 
     device = pick_device(args.device)
+    args.checkpoint = _checkpoint(args)
     learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
     if learner.task_kind != "classification":
         return _die("adapt works with image-classification checkpoints")
@@ -128,10 +158,45 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint(args: argparse.Namespace) -> Path:
+    """``--checkpoint``, or the shipped default named in ``assets/checkpoints/MANIFEST.json``."""
+    from core.shipping import default_checkpoint
+
+    if args.checkpoint is not None:
+        return args.checkpoint
+    default = default_checkpoint(DEFAULT_CHECKPOINT_DIR)
+    if default is None or not default.is_file():
+        raise FileNotFoundError(
+            f"no --checkpoint given and no shipped default in {DEFAULT_CHECKPOINT_DIR}; pass --checkpoint PATH"
+        )
+    return default
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from core.model_io import read_metadata, supported_rules
+    from core.shipping import measure_heldout, package
+
+    metadata = read_metadata(args.checkpoint)
+    if not (metadata.get("training") or {}).get("config"):
+        return _die(f"{args.checkpoint} does not record its training config, so its held-out classes are unknown")
+    reuse = []
+    for path in args.reuse or []:
+        for row in json.loads(Path(path).read_text()):
+            if Path(row.get("checkpoint", "")).resolve() == args.checkpoint.resolve():
+                reuse.append({**row, "source": str(path)})
+    rules = supported_rules(metadata)
+    results = measure_heldout(args.checkpoint, rules, episodes=args.episodes, reuse=reuse,
+                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    out = package(args.checkpoint, args.out, args.name, args.title, results, half_precision=args.half,
+                  default=args.default, notes=args.notes or "")
+    print(json.dumps({"file": str(out), "bytes": out.stat().st_size, "results": results}, indent=2))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from core.model_io import read_metadata, supported_rules
 
-    metadata = read_metadata(args.checkpoint)
+    metadata = read_metadata(_checkpoint(args))
     if args.json:
         print(json.dumps(metadata, indent=2))
         return 0
@@ -160,8 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
+    pretrain = sub.add_parser("pretrain", help="only the supervised pre-training stage of a config (resumable)")
+    pretrain.add_argument("--config", required=True, type=Path)
+    pretrain.add_argument("--output-dir", help="override the config's output_dir")
+    pretrain.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    pretrain.add_argument("--no-progress", action="store_true")
+    pretrain.set_defaults(func=cmd_pretrain)
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True, type=Path)
+        p.add_argument("--checkpoint", type=Path, help="default: the shipped default checkpoint")
         p.add_argument("--rule", help="inner-loop rule (default: the one the checkpoint was trained with)")
         p.add_argument("--steps", type=int, help="inner steps (default: the checkpoint's evaluation steps)")
         p.add_argument("--head-init", choices=["learned", "zero", "prototype"], help="classifier head set-up")
@@ -186,9 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.set_defaults(func=cmd_adapt)
 
     info = sub.add_parser("info", help="show a checkpoint's metadata")
-    info.add_argument("--checkpoint", required=True, type=Path)
+    info.add_argument("--checkpoint", type=Path, help="default: the shipped default checkpoint")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+    pack = sub.add_parser("package", help="measure a trained checkpoint on its held-out classes and ship it")
+    pack.add_argument("--checkpoint", required=True, type=Path)
+    pack.add_argument("--name", required=True, help="file name (without .safetensors) under --out")
+    pack.add_argument("--title", required=True, help="one line shown in the dashboard and the manifest")
+    pack.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT_DIR)
+    pack.add_argument("--episodes", type=int, default=600)
+    pack.add_argument("--half", action="store_true", help="store float tensors in half precision")
+    pack.add_argument("--default", action="store_true", help="make it the default checkpoint")
+    pack.add_argument("--notes", help="why this recipe (width, input size...), kept in the metadata")
+    pack.add_argument("--reuse", action="append", type=Path,
+                      help="JSON rows of earlier measurements of this file (bench/results/omniglot_table.json)")
+    pack.set_defaults(func=cmd_package)
     return parser
 
 

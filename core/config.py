@@ -82,6 +82,19 @@ class MetaConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Supervised pre-training of the backbone on all training classes before meta-training (as LEO, MetaOpt)."""
+
+    epochs: int = 0  # 0 = none: meta-training starts from the backbone's random initialisation
+    batch_size: int = 64
+    lr: float = 0.05  # SGD with momentum, cosine-annealed over the epochs
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    output: str = ""  # the pre-trained backbone file; "" = <output_dir>/pretrained.safetensors. Runs sharing
+    #                   a file share the pre-training (it is only run when the file is missing).
+
+
+@dataclass
 class ValidationConfig:
     every: int = 500
     episodes: int = 100
@@ -104,6 +117,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -122,6 +136,7 @@ _SECTIONS = {
     "model": ModelConfig,
     "rule": RuleConfig,
     "meta": MetaConfig,
+    "pretrain": PretrainConfig,
     "validation": ValidationConfig,
     "checkpoint": CheckpointConfig,
 }
@@ -165,6 +180,12 @@ def _validate(config: TrainConfig) -> None:
     for name in ("meta_batch", "iterations", "inner_steps"):
         if getattr(config.meta, name) < 1:
             raise ConfigError(f"meta.{name} must be at least 1")
+    if config.pretrain.epochs < 0 or config.pretrain.batch_size < 1:
+        raise ConfigError("pretrain.epochs must be 0 or more and pretrain.batch_size at least 1")
+    if config.pretrain.epochs and (config.data.kind == "sine" or config.rule.name == "alfa_random"):
+        raise ConfigError(
+            "pretrain.epochs must be 0 for sine regression and for alfa_random (its backbone stays at a random initialisation)"
+        )
     if config.meta.eval_inner_steps < 0:
         raise ConfigError("meta.eval_inner_steps must be 0 or more")
     if config.data.kind != "sine" and config.task.n_way < 2:

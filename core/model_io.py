@@ -71,6 +71,9 @@ def load_learner(path: str | Path, rule: str | None = None, device: torch.device
     Asking for ``sgd`` on a checkpoint trained with another rule keeps its backbone weights and uses the
     rule's base learning rate with plain gradient descent (the "MAML-style" baseline of the same init).
     """
+    from core.shipping import verify_shipped
+
+    verify_shipped(path)
     tensors, metadata = load_checkpoint(path)
     learner = learner_from_tensors(tensors, metadata, str(path))
     trained = metadata["rule"]["name"]

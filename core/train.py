@@ -116,6 +116,7 @@ class Trainer:
         self.best_score: float | None = None
         self.wall_seconds = 0.0
         self.history: list[dict[str, Any]] = []
+        self.pretraining: dict[str, Any] | None = None
         if task_kind == "classification":
             self.train_set = build_image_set(config, "train")
             self.val_set = build_image_set(config, "val") if config.data.val else None
@@ -208,7 +209,7 @@ class Trainer:
                 "device": str(self.device),
                 "algorithm": config.meta.algorithm,
                 "skipped_nonfinite_steps": self.skipped_steps,
-                "pretraining": None,
+                "pretraining": self.pretraining,
             },
             "metrics": {"validation": validation} if validation else {},
             "code_version": code_version(),
@@ -227,6 +228,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "wall_seconds": self.wall_seconds,
             "history": self.history,
+            "pretraining": self.pretraining,
             "param_groups": optimizer_state["param_groups"],
             "config": self.config.to_dict(),
         }
@@ -262,7 +264,24 @@ class Trainer:
         self.skipped_steps = int(metadata.get("skipped_steps", 0))
         self.wall_seconds = float(metadata["wall_seconds"])
         self.history = list(metadata["history"])
+        self.pretraining = metadata.get("pretraining")
         return True
+
+    def start_from_pretrained(self) -> None:
+        """Load the supervised pre-trained features (pre-training first when its file is missing)."""
+        from core.pretrain import Pretrainer, load_pretrained, pretrained_path
+
+        if not pretrained_path(self.config).is_file():
+            Pretrainer(self.config, device=str(self.device), command=self.command, progress=self.progress).run()
+        tensors, self.pretraining = load_pretrained(self.config, device=self.device)
+        backbone = self.learner.backbone
+        own = {k for k in backbone.state_dict() if not k.startswith("head.")}
+        if set(tensors) != own:
+            raise ValueError(f"{self.pretraining['file']} does not hold this backbone's feature weights")
+        with torch.no_grad():
+            for name, tensor in backbone.state_dict().items():
+                if name in tensors:
+                    tensor.copy_(tensors[name])
 
     def save_deployable(self, name: str, validation: dict[str, Any] | None) -> Path:
         dtype = torch.float16 if self.config.checkpoint.half_precision else None
@@ -278,6 +297,8 @@ class Trainer:
             raise FileExistsError(
                 f"{self.output} already holds a training run; pass --resume to continue it or choose another output_dir"
             )
+        elif config.pretrain.epochs:
+            self.start_from_pretrained()
         total = config.meta.iterations
         bar = tqdm(total=total, initial=self.iteration, desc=config.name, disable=not self.progress, dynamic_ncols=True)
         last_validation = self.history[-1]["validation"] if self.history else None

@@ -9,6 +9,7 @@ skips locally and fails under CI.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -82,7 +83,7 @@ def _shipped_alfa_checkpoint() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, sync_playwright) -> Iterator[str]:
+def dashboard(tmp_path_factory, sync_playwright) -> Iterator[dict[str, str]]:
     tmp = tmp_path_factory.mktemp("dashboard")
     shipped = _shipped_alfa_checkpoint()
     if shipped is not None:
@@ -119,7 +120,7 @@ def app_url(tmp_path_factory, sync_playwright) -> Iterator[str]:
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not start:\n{(tmp / 'streamlit.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield {"url": url, "database": database}
     finally:
         server.terminate()
         try:
@@ -129,16 +130,31 @@ def app_url(tmp_path_factory, sync_playwright) -> Iterator[str]:
         log.close()
 
 
+@pytest.fixture(scope="module")
+def app_url(dashboard) -> str:
+    return dashboard["url"]
+
+
 @pytest.fixture
-def page(sync_playwright, app_url):
+def browser(sync_playwright, app_url):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(WAIT_MS)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def _new_page(browser):
+    """A page in its own browser context: its own cookies and websocket, so its own Streamlit session."""
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.set_default_timeout(WAIT_MS)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    return _new_page(browser)
 
 
 def _images(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -204,19 +220,16 @@ def _tall_screenshot(page, path: Path) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
-def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
-    supports, queries = _images(tmp_path / "images")
-
+def _upload_episode(page, app_url, class_names, supports: list[list[Path]], queries: list[Path], labels: dict[str, str]) -> None:
+    """Open Adapt, name three classes, upload their supports and the queries, label some queries."""
     page.goto(app_url)
     page.wait_for_selector("[data-testid='stApp']")
     page.get_by_text("Adapt to a new episode").wait_for()
     page.get_by_text("Device: cpu").wait_for()
-
-    # Three classes with three support images each, plus one query per class (two of them labelled).
     page.get_by_text("Upload images", exact=True).click()
     page.get_by_role("button", name="Add a class").click()
     page.get_by_label("Class 3 name").wait_for()
-    for index, name in enumerate(SHAPES):
+    for index, name in enumerate(class_names):
         box = page.get_by_label(f"Class {index + 1} name")
         box.fill(name)
         box.press("Enter")
@@ -224,13 +237,22 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     _wait_idle(page)
     uploads = page.locator("input[type=file]")
     assert uploads.count() == 4
-    for index, name in enumerate(SHAPES):
-        _upload(page, uploads.nth(index), supports[name], page.get_by_text(f"{name}-2.png"))
-    _upload(page, uploads.nth(3), queries, page.get_by_text("Label of query-cross.png"))
+    for index, paths in enumerate(supports):
+        _upload(page, uploads.nth(index), paths, page.get_by_text(paths[-1].name))
+    _upload(page, uploads.nth(3), queries, page.get_by_text(f"Label of {queries[-1].name}"))
     _wait_idle(page)
-    for name in SHAPES[:2]:
-        _choose(page, f"Label of query-{name}.png", name)
+    for query, label in labels.items():
+        _choose(page, f"Label of {query}", label)
         _wait_idle(page)
+
+
+def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
+    supports, queries = _images(tmp_path / "images")
+    # Three classes with three support images each, plus one query per class (two of them labelled).
+    _upload_episode(
+        page, app_url, SHAPES, [supports[name] for name in SHAPES], queries,
+        {f"query-{name}.png": name for name in SHAPES[:2]},
+    )
 
     # ALFA and SGD are both chosen by default for an ALFA checkpoint.
     page.get_by_text("SGD (MAML)").first.wait_for()
@@ -299,6 +321,46 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     page.get_by_text("Export runs (JSON)", exact=True).wait_for()
     _tall_screenshot(page, SCREENSHOTS / "runs.png")
     assert (SCREENSHOTS / "adapt.png").stat().st_size > 10_000 and (SCREENSHOTS / "runs.png").stat().st_size > 10_000
+
+
+def _shown_run_id(page) -> int:
+    page.get_by_text(re.compile(r"^Run #\d+$")).first.wait_for()
+    return int(page.get_by_text(re.compile(r"^Run #\d+$")).first.inner_text().strip().lstrip("Run #"))
+
+
+def test_two_sessions_adapting_at_once_get_independent_correct_results(browser, dashboard, tmp_path) -> None:
+    """Two browser sessions press Run together on different episodes: each sees its own run, and every stored
+    prediction equals what a sequential re-run of the same episode gives."""
+    from core.runs import rerun
+    from core.store import Store
+
+    supports, queries = _images(tmp_path / "images")
+    first, second = _new_page(browser), _new_page(browser)
+    # The same pictures under other names and in another class order: the two episodes differ.
+    _upload_episode(first, dashboard["url"], SHAPES, [supports[n] for n in SHAPES], queries, {})
+    renamed = ["sun", "moon", "star"]
+    _upload_episode(second, dashboard["url"], renamed, [supports[n] for n in reversed(SHAPES)], queries[:2],
+                    {queries[0].name: "star"})
+    first.get_by_role("button", name="Run", exact=True).click()
+    second.get_by_role("button", name="Run", exact=True).click()
+    run_ids = [_shown_run_id(page) for page in (first, second)]
+    assert run_ids[0] != run_ids[1]
+    for page in (first, second):
+        _wait_idle(page)
+    second.get_by_text("truth: star").first.wait_for()
+
+    with Store(dashboard["database"]) as store:
+        stored = [store.get_run(run_id) for run_id in run_ids]
+        assert stored[0].class_names == list(SHAPES) and stored[1].class_names == renamed
+        assert [len(a.predictions) for a in stored[0].adaptations] == [3, 3]
+        assert [len(a.predictions) for a in stored[1].adaptations] == [2, 2]
+        for detail in stored:
+            again = store.get_run(rerun(store, detail.id, device="cpu"))
+            for original, repeated in zip(detail.adaptations, again.adaptations, strict=True):
+                assert original.rule == repeated.rule
+                assert original.predictions == repeated.predictions
+                for p, q in zip(original.probabilities, repeated.probabilities, strict=True):
+                    assert p == pytest.approx(q, abs=1e-5)
 
 
 def test_chromium_is_the_debian_one() -> None:
