@@ -86,9 +86,40 @@ def checkpoint_rows(metadata: dict[str, Any]) -> list[dict[str, str]]:
             metric = values.get("metric", "accuracy")
             shown = percent(values["mean"]) + spread if metric == "accuracy" else f"{values['mean']:.4g}{spread}"
             rows.append((f"Measured {metric} ({split})", shown))
+    heldout = metadata.get("heldout") or {}
+    by_setting: dict[tuple[int, int], list[str]] = {}
+    for result in heldout.get("results") or []:
+        by_setting.setdefault((result["way"], result["shot"]), []).append(
+            f"{rule_label(result['rule'])} {percent(result['accuracy'])} ± {100 * result['ci95']:.1f}"
+        )
+    for (way, shot), values in by_setting.items():
+        rows.append((f"Measured on held-out classes, {way}-way {shot}-shot", " · ".join(values)))
+    if heldout.get("classes"):
+        rows.append(("Held-out classes", f"{', '.join(heldout['classes'])} ({heldout.get('protocol', '')})"))
+    pretraining = training.get("pretraining")
+    if pretraining:
+        rows.append(("Pre-training", f"supervised, {pretraining.get('epochs')} epochs on {pretraining.get('classes')} "
+                     f"training classes, {pretraining.get('wall_seconds')} s"))
+    shipped = metadata.get("shipped") or {}
+    if shipped.get("notes"):
+        rows.append(("Notes", str(shipped["notes"])))
     if metadata.get("description"):
         rows.append(("Description", str(metadata["description"])))
     return [{"field": field, "value": value or "—"} for field, value in rows]
+
+
+def heldout_table(checkpoints: list[tuple[str, dict[str, Any]]]) -> list[dict[str, str]]:
+    """One row per checkpoint and rule, one column per measured setting (``heldout`` metadata of shipped files)."""
+    rows = []
+    for name, metadata in checkpoints:
+        by_rule: dict[str, dict[str, str]] = {}
+        for result in (metadata.get("heldout") or {}).get("results") or []:
+            row = by_rule.setdefault(result["rule"], {"checkpoint": name, "rule": rule_label(result["rule"])})
+            row[f"{result['way']}-way {result['shot']}-shot"] = (
+                f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f} ({result['head_init']} head)"
+            )
+        rows.extend(by_rule.values())
+    return rows
 
 
 def render_checkpoint_summary(metadata: dict[str, Any]) -> None:

@@ -1,11 +1,22 @@
-"""Seconds per meta-training iteration and per single-episode adaptation, Conv4 and ResNet12.
+"""The engine's speed and memory: adaptation latency, meta-training throughput, vmap against the loop,
+evaluation throughput. Each case runs in its own subprocess, so its peak resident memory (ru_maxrss) is its own.
 
-Each case runs in its own subprocess so its peak resident memory (ru_maxrss) is its own. Synthetic images
-of the right shape are used: speed does not depend on pixel values. Prints a table and writes JSON.
+Synthetic images of the right shape are used (speed does not depend on pixel values). Prints a table, checks
+the targets of issue 4 and writes JSON.
 
-    python bench/engine_speed.py                 # all default cases
-    python bench/engine_speed.py --quick         # fewer repeats
-    python bench/engine_speed.py --cases conv4-omniglot-train-2nd resnet12-84-adapt
+    python bench/engine_speed.py                          # every group (an hour or more on 2 CPU cores)
+    python bench/engine_speed.py --groups latency eval    # some groups
+    python bench/engine_speed.py --cases conv4-84-train-2nd --repeats 2
+    python bench/engine_speed.py --threads 1              # one intra-op thread per case
+
+Groups:
+- latency: one episode's adaptation (the first-order evaluation path, no meta-graph), 5-way 1- and 5-shot, Conv4
+  and the shipped ResNet12 on Omniglot-sized images, every rule; plus the 84x84 paper configurations;
+- train: seconds per meta-iteration, tasks per second and peak memory for the ALFA paper's configurations
+  (84x84 5-way 5-shot, 15 queries, meta-batch 2, 5 steps, second order) and for the shipped Omniglot recipes;
+- vmap: the same meta-batch through the per-task loop (reference) and under ``torch.func.vmap``, with the
+  speed-up and the largest difference between the two meta-gradients;
+- eval: evaluation throughput, episodes per second of the 600-episode protocol's loop.
 """
 
 from __future__ import annotations
@@ -24,23 +35,68 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CONV4_28 = {"name": "conv4", "in_channels": 1, "image_size": 28, "filters": 64}
-CONV4_84 = {"name": "conv4", "in_channels": 3, "image_size": 84, "filters": 48}
-RESNET12_28 = {"name": "resnet12", "in_channels": 1, "image_size": 28, "widths": [64, 128, 256, 512]}
-RESNET12_84 = {"name": "resnet12", "in_channels": 3, "image_size": 84, "widths": [64, 128, 256, 512]}
+CONV4_84 = {"name": "conv4", "in_channels": 3, "image_size": 84, "filters": 48}  # ALFA paper's 4-CONV (48 filters)
+RESNET12_28 = {"name": "resnet12", "in_channels": 1, "image_size": 28, "widths": [32, 64, 128, 256]}  # shipped
+RESNET12_84 = {"name": "resnet12", "in_channels": 3, "image_size": 84, "widths": [64, 128, 256, 512]}  # paper
+RULES = ("sgd", "per_step", "meta_sgd", "alfa", "alfa_random")
 
-# name: (kind, backbone, n_way, k_shot, n_query, steps, meta_batch, second_order, rule)
-CASES = {
-    "conv4-omniglot-train-2nd": ("train", CONV4_28, 5, 1, 15, 5, 4, True, "alfa"),
-    "conv4-omniglot-train-2nd-maml": ("train", CONV4_28, 5, 1, 15, 5, 4, True, "sgd"),
-    "conv4-84-train-2nd": ("train", CONV4_84, 5, 5, 15, 5, 2, True, "alfa"),
-    "resnet12-omniglot-train-1st": ("train", RESNET12_28, 5, 1, 15, 5, 2, False, "alfa"),
-    "resnet12-omniglot-train-2nd": ("train", RESNET12_28, 5, 1, 15, 5, 2, True, "alfa"),
-    "conv4-omniglot-adapt": ("adapt", CONV4_28, 5, 1, 15, 5, 1, False, "alfa"),
-    "conv4-omniglot-adapt-5shot": ("adapt", CONV4_28, 5, 5, 15, 5, 1, False, "alfa"),
-    "conv4-84-adapt": ("adapt", CONV4_84, 5, 5, 15, 5, 1, False, "alfa"),
-    "resnet12-omniglot-adapt": ("adapt", RESNET12_28, 5, 1, 15, 5, 1, False, "alfa"),
-    "resnet12-84-adapt": ("adapt", RESNET12_84, 5, 5, 15, 5, 1, False, "alfa"),
-}
+
+def _case(kind, backbone, n_way, k_shot, n_query, steps=5, meta_batch=1, second_order=False, rule="alfa",
+          head="learned", group=None, recompute=False):
+    return {"kind": kind, "backbone": backbone, "n_way": n_way, "k_shot": k_shot, "n_query": n_query,
+            "steps": steps, "meta_batch": meta_batch, "second_order": second_order, "rule": rule, "head": head,
+            "group": group or kind, "recompute": recompute}
+
+
+CASES: dict[str, dict] = {}
+for _rule in RULES:
+    for _shot in (1, 5):
+        CASES[f"conv4-omniglot-adapt-{_shot}shot-{_rule}"] = _case("adapt", CONV4_28, 5, _shot, 15, rule=_rule, group="latency")
+        CASES[f"resnet12-omniglot-adapt-{_shot}shot-{_rule}"] = _case("adapt", RESNET12_28, 5, _shot, 15, rule=_rule, group="latency")
+CASES["conv4-84-adapt-5shot-alfa"] = _case("adapt", CONV4_84, 5, 5, 15, group="latency")
+CASES["resnet12-84-adapt-5shot-alfa"] = _case("adapt", RESNET12_84, 5, 5, 15, group="latency")
+CASES["resnet12-84-adapt-5shot-sgd"] = _case("adapt", RESNET12_84, 5, 5, 15, rule="sgd", group="latency")
+# Meta-training: the paper's configurations, then the shipped Omniglot recipes (configs/omniglot/*.toml).
+CASES["conv4-84-train-2nd"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True)
+CASES["conv4-84-train-2nd-maml"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True, rule="sgd")
+CASES["resnet12-84-train-2nd"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=True, recompute=True)
+CASES["conv4-84-train-2nd-recompute"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True, recompute=True)
+CASES["resnet12-84-train-1st"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=False)
+CASES["conv4-omniglot-recipe-alfa"] = _case("train", CONV4_28, 5, 1, 5, meta_batch=4, second_order=True)
+CASES["conv4-omniglot-recipe-maml"] = _case("train", CONV4_28, 5, 1, 5, meta_batch=4, second_order=True, rule="sgd")
+CASES["resnet12-omniglot-recipe-alfa"] = _case("train", RESNET12_28, 5, 1, 5, meta_batch=4, second_order=True, head="zero")
+CASES["resnet12-omniglot-recipe-maml"] = _case("train", RESNET12_28, 5, 1, 5, meta_batch=4, second_order=True, rule="sgd", head="zero")
+CASES["resnet12-omniglot-recipe-alfa_random"] = _case("train", RESNET12_28, 5, 1, 5, meta_batch=4, second_order=True, rule="alfa_random", head="zero")
+# vmap against the loop (same tasks, same meta-gradient).
+CASES["vmap-conv4-omniglot-2nd"] = _case("vmap", CONV4_28, 5, 1, 15, meta_batch=4, second_order=True)
+CASES["vmap-conv4-84-2nd"] = _case("vmap", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True)
+CASES["vmap-resnet12-omniglot-2nd"] = _case("vmap", RESNET12_28, 5, 1, 5, meta_batch=4, second_order=True, head="zero")
+# Evaluation throughput: the protocol's loop over episodes (5-way, 15 queries per class).
+CASES["eval-conv4-omniglot-1shot-alfa"] = _case("eval", CONV4_28, 5, 1, 15)
+CASES["eval-conv4-omniglot-5shot-alfa"] = _case("eval", CONV4_28, 5, 5, 15)
+CASES["eval-resnet12-omniglot-1shot-alfa"] = _case("eval", RESNET12_28, 5, 1, 15, head="zero")
+CASES["eval-resnet12-omniglot-20way-alfa"] = _case("eval", RESNET12_28, 20, 1, 15, head="zero")
+
+GROUPS = ("latency", "train", "vmap", "eval")
+
+# Issue 4's targets on this machine: (case, field, limit, "max" or "min", what the number is compared with).
+TARGETS = [
+    ("conv4-84-train-2nd", "tasks_per_s", 0.85, "min", "3x the authors' 0.28 tasks/s"),
+    ("conv4-84-train-2nd", "peak_rss_mb", 2250, "max", "half the authors' 4.4 GB"),
+    ("resnet12-84-train-2nd", "peak_rss_mb", 12 * 1024, "max", "12 GB (the authors' code ran out of memory)"),
+    ("resnet12-84-adapt-5shot-alfa", "median_s", 8.0, "max", "8 s per 84x84 5-way 5-shot evaluation episode"),
+    ("conv4-omniglot-adapt-1shot-alfa", "median_s", 0.3, "max", "0.3 s per Omniglot episode"),
+]
+
+
+def _synthetic_task(torch, case, device, generator):
+    backbone, n_way = case["backbone"], case["n_way"]
+    c, s = backbone["in_channels"], backbone["image_size"]
+    support = torch.randn(n_way * case["k_shot"], c, s, s, generator=generator).to(device)
+    query = torch.randn(n_way * case["n_query"], c, s, s, generator=generator).to(device)
+    labels_s = torch.arange(n_way, device=device).repeat_interleave(case["k_shot"])
+    labels_q = torch.arange(n_way, device=device).repeat_interleave(case["n_query"])
+    return support, labels_s, query, labels_q
 
 
 def run_case(name: str, repeats: int) -> dict:
@@ -51,82 +107,148 @@ def run_case(name: str, repeats: int) -> dict:
     from core.data.episode import Episode
     from core.device import pick_device
     from core.learner import Learner
+    from core.meta.batched import BatchedMAMLGradient
     from core.meta.maml import MAMLGradient, Task
+    from core.meta.recompute import RecomputingMAMLGradient
 
-    kind, backbone, n_way, k_shot, n_query, steps, meta_batch, second_order, rule = CASES[name]
+    case = CASES[name]
+    kind, n_way, steps = case["kind"], case["n_way"], case["steps"]
     device = pick_device()
     torch.manual_seed(0)
-    rule_config = RuleConfig(name=rule, lr=0.1).as_rule_dict(steps)
-    learner = Learner({**backbone, "n_classes": n_way}, rule_config).to(device)
-    c, s = backbone["in_channels"], backbone["image_size"]
+    generator = torch.Generator().manual_seed(0)
+    rule_config = RuleConfig(name=case["rule"], lr=0.1).as_rule_dict(steps)
+    trained_way = 5
+    learner = Learner({**case["backbone"], "n_classes": trained_way}, rule_config, head_init=case["head"]).to(device)
 
-    def task():
-        support = torch.randn(n_way * k_shot, c, s, s, device=device)
-        query = torch.randn(n_way * n_query, c, s, s, device=device)
-        labels_s = torch.arange(n_way, device=device).repeat_interleave(k_shot)
-        labels_q = torch.arange(n_way, device=device).repeat_interleave(n_query)
-        return support, labels_s, query, labels_q
+    def synchronise():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    times = []
-    if kind == "train":
-        estimator = MAMLGradient(learner, steps, second_order=second_order)
-        tasks = [Task(*task(), n_classes=n_way) for _ in range(meta_batch)]
-        for i in range(repeats + 1):
+    def timed(fn, count):
+        times, value = [], None
+        for i in range(count + 1):
             started = time.perf_counter()
-            estimator.meta_grad(tasks)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i:  # the first run warms up allocators and kernels
+            value = fn()
+            synchronise()
+            if i:  # the first run warms allocators and kernels up
                 times.append(time.perf_counter() - started)
-    else:
-        support, labels_s, query, labels_q = task()
+        return times, value
+
+    row = {"case": name, **{k: v for k, v in case.items() if k != "backbone"}, "backbone": case["backbone"]["name"],
+           "widths": case["backbone"].get("widths") or case["backbone"].get("filters"),
+           "image_size": case["backbone"]["image_size"], "device": str(device), "repeats": repeats,
+           "threads": torch.get_num_threads()}
+    if kind in ("train", "vmap"):
+        tasks = [Task(*_synthetic_task(torch, case, device, generator), n_classes=n_way) for _ in range(case["meta_batch"])]
+        estimator = RecomputingMAMLGradient if case["recompute"] else MAMLGradient
+        loop = estimator(learner, steps, second_order=case["second_order"])
+        times, (grads, _) = timed(lambda: loop.meta_grad(tasks), repeats)
+        row.update(median_s=statistics.median(times), min_s=min(times))
+        row["tasks_per_s"] = case["meta_batch"] / row["median_s"]
+        if kind == "vmap":
+            batched = BatchedMAMLGradient(learner, steps, second_order=case["second_order"])
+            vtimes, (vgrads, _) = timed(lambda: batched.meta_grad(tasks), repeats)
+            row.update(vmap_median_s=statistics.median(vtimes), speedup=row["median_s"] / statistics.median(vtimes))
+            row["max_grad_difference"] = max(float((grads[k] - vgrads[k]).abs().max()) for k in grads)
+            row["max_grad"] = max(float(g.abs().max()) for g in grads.values())
+    elif kind == "adapt":
+        support, labels_s, query, labels_q = _synthetic_task(torch, case, device, generator)
         episode = Episode(support, labels_s, query, labels_q, [str(k) for k in range(n_way)])
-        for i in range(repeats + 1):
-            result = adapt(learner, episode, steps=steps)
-            if i:
-                times.append(result.seconds)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    median = statistics.median(times)
-    return {
-        "case": name, "kind": kind, "backbone": backbone["name"], "image_size": s, "n_way": n_way, "k_shot": k_shot,
-        "n_query": n_query, "steps": steps, "meta_batch": meta_batch, "second_order": second_order, "rule": rule,
-        "device": str(device), "repeats": repeats, "median_s": median, "min_s": min(times),
-        "per_task_s": median / meta_batch if kind == "train" else median,
-        "tasks_per_s": meta_batch / median if kind == "train" else None, "peak_rss_mb": round(peak_mb),
-        "threads": torch.get_num_threads(),
-    }
+        times, _ = timed(lambda: adapt(learner, episode, steps=steps), repeats)
+        row.update(median_s=statistics.median(times), min_s=min(times))
+    else:  # eval: a loop of episodes, as core.evaluate runs them
+        episodes = [
+            Episode(*_synthetic_task(torch, case, device, generator), [str(k) for k in range(n_way)])
+            for _ in range(max(repeats, 1) * 4)
+        ]
+        adapt(learner, episodes[0], steps=steps)
+        started = time.perf_counter()
+        for episode in episodes:
+            adapt(learner, episode, steps=steps)
+        synchronise()
+        seconds = time.perf_counter() - started
+        row.update(episodes=len(episodes), seconds=seconds, episodes_per_s=len(episodes) / seconds,
+                   median_s=seconds / len(episodes))
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if device.type == "cuda":
+        row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return row
+
+
+def describe(row: dict) -> str:
+    shape = f"{row['backbone']}{row['widths']} {row['image_size']}px {row['n_way']}w{row['k_shot']}s q{row['n_query']}"
+    if row["kind"] == "train":
+        order = ("2nd" if row["second_order"] else "1st") + (", recomputed" if row.get("recompute") else "")
+        return (f"{row['case']:40s} {shape:44s} meta-iteration of {row['meta_batch']} ({order}, {row['rule']}): "
+                f"{row['median_s']:.2f} s, {row['tasks_per_s']:.2f} tasks/s, peak {row['peak_rss_mb']} MB")
+    if row["kind"] == "vmap":
+        return (f"{row['case']:40s} {shape:44s} loop {row['median_s']:.2f} s, vmap {row['vmap_median_s']:.2f} s: "
+                f"speed-up {row['speedup']:.2f}x, max |grad diff| {row['max_grad_difference']:.1e}")
+    if row["kind"] == "eval":
+        return f"{row['case']:40s} {shape:44s} {row['episodes_per_s']:.2f} episodes/s ({row['rule']})"
+    return f"{row['case']:40s} {shape:44s} adapt one episode ({row['rule']}): {row['median_s']:.3f} s, peak {row['peak_rss_mb']} MB"
+
+
+def check_targets(rows: list[dict]) -> list[dict]:
+    by_case = {row["case"]: row for row in rows}
+    verdicts = []
+    for case, field, limit, sense, meaning in TARGETS:
+        row = by_case.get(case)
+        if row is None or field not in row:
+            continue
+        value = row[field]
+        met = value >= limit if sense == "min" else value <= limit
+        ratio = value / limit
+        verdicts.append({"case": case, "field": field, "value": value, "limit": limit, "met": met,
+                         "ratio": ratio, "meaning": meaning})
+        word = "met" if met else "MISSED"
+        print(f"target {word:6s} {case}: {field} = {value:.3g} (target {'>=' if sense == 'min' else '<='} {limit:g}: "
+              f"{meaning}; {ratio:.2f}x the target)")
+    return verdicts
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="2 repeats")
+    parser.add_argument("--groups", nargs="*", choices=GROUPS, help="default: all")
+    parser.add_argument("--cases", nargs="*", choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads per case (default: torch's)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per case")
     parser.add_argument("--out", default="bench/results/engine_speed.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    repeats = 2 if args.quick else args.repeats
     if args.one:
-        print(json.dumps(run_case(args.one, repeats)))
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        print(json.dumps(run_case(args.one, args.repeats)))
         return 0
+    names = args.cases or [n for n, c in CASES.items() if not args.groups or c["group"] in args.groups]
     rows = []
-    for name in args.cases:
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats)], capture_output=True, text=True)
+    for name in names:
+        command = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats)]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{name}: over {args.timeout} s, stopped", file=sys.stderr)
+            rows.append({"case": name, "error": f"timeout after {args.timeout} s"})
+            continue
         if out.returncode != 0:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
+            reason = "killed (out of memory?)" if out.returncode < 0 else out.stderr.strip().splitlines()[-1:]
+            print(f"{name}: failed: {reason}", file=sys.stderr)
+            rows.append({"case": name, "error": str(reason), "returncode": out.returncode})
             continue
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
-        shape = f"{row['backbone']} {row['image_size']}px {row['n_way']}w{row['k_shot']}s q{row['n_query']} {row['steps']} steps"
-        if row["kind"] == "train":
-            order = "2nd" if row["second_order"] else "1st"
-            print(f"{name:32s} {shape:42s} meta-iter ({row['meta_batch']} tasks, {order}, {row['rule']}): "
-                  f"{row['median_s']:.3f} s  ({row['tasks_per_s']:.2f} tasks/s)  peak {row['peak_rss_mb']} MB", flush=True)
-        else:
-            print(f"{name:32s} {shape:42s} adapt one episode ({row['rule']}): {row['median_s']:.3f} s  peak {row['peak_rss_mb']} MB", flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "python": platform.python_version()}
+        print(describe(row), flush=True)
+    verdicts = check_targets([r for r in rows if "error" not in r])
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count(), "python": platform.python_version()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"machine": machine, "results": rows, "targets": verdicts}, indent=2))
     print(f"wrote {args.out}")
     return 0
 

@@ -32,6 +32,7 @@ from core.evaluate import evaluate_classification, evaluate_regression
 from core.learner import Learner
 from core.meta.batched import BatchedMAMLGradient
 from core.meta.maml import MAMLGradient, Task, multi_step_weights
+from core.meta.recompute import RecomputingMAMLGradient
 from core.model_io import code_version, learner_tensors, save_learner
 from models.checkpoint import load_checkpoint, save_checkpoint, split_prefix
 
@@ -94,7 +95,7 @@ class Trainer:
                 backbone.setdefault("in_channels", config.data.channels)
                 backbone.setdefault("image_size", config.data.image_size)
         self.learner = Learner(backbone, rule, head_init=config.model.head_init, task_kind=task_kind, seed=config.seed).to(self.device)
-        estimator_cls = BatchedMAMLGradient if meta.batched else MAMLGradient
+        estimator_cls = BatchedMAMLGradient if meta.batched else RecomputingMAMLGradient if meta.recompute else MAMLGradient
         self.estimator = estimator_cls(self.learner, meta.inner_steps, second_order=meta.algorithm == "second_order")
         self.trainable = self.estimator.trainable()
         # Two groups so the rule's meta-parameters (ALFA's post-multipliers start at 0.01 and 5e-6) can move

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.resources import short_path
-from app.views import TRAIN_COMMAND, checkpoint_rows, is_image_classifier, render_checkpoint_summary
+from app.views import TRAIN_COMMAND, checkpoint_rows, heldout_table, is_image_classifier, render_checkpoint_summary
 from core.checkpoints import find_checkpoints, search_dirs
 from core.model_io import supported_rules
 
@@ -27,7 +27,8 @@ if good:
     table = []
     for entry in good:
         metadata = entry.metadata
-        measured = [row["value"] for row in checkpoint_rows(metadata) if row["field"].startswith("Measured")]
+        measured = [row["value"] for row in checkpoint_rows(metadata) if row["field"].startswith("Measured ")
+                    and "held-out" not in row["field"]]
         table.append({
             "name": entry.name,
             "backbone": (metadata.get("backbone") or {}).get("name"),
@@ -37,6 +38,12 @@ if good:
             "file": short_path(entry.path),
         })
     st.dataframe(table, hide_index=True, width="stretch", key="checkpoint_table")
+    accuracy = heldout_table([(entry.name, entry.metadata) for entry in good])
+    if accuracy:
+        st.subheader("Accuracy on held-out classes")
+        st.caption("Classes never used for training or model selection; 600 episodes, 15 queries per class, "
+                   "mean ± 95% confidence interval.")
+        st.dataframe(accuracy, hide_index=True, width="stretch", key="heldout_table")
 
 for entry in good:
     with st.expander(f"{entry.name} — {short_path(entry.path)}"):

@@ -102,8 +102,13 @@ def inner_loop(
     """
     inner = learner.inner_names
     if differentiable:
-        # Frozen (non-leaf-requiring-grad) tensors still have to be adapted: give them a grad-tracking copy.
-        fast = {n: (p if p.requires_grad or n not in inner else p.detach().requires_grad_()) for n, p in params.items()}
+        # Each adapted tensor enters as its own node (a clone, or a grad-tracking copy of a frozen one), so the
+        # inner gradient is the partial derivative per tensor. Without it a prototype head, itself a function of
+        # the backbone weights, would add its path to the backbone's inner gradient at the first step.
+        fast = {
+            n: (p if n not in inner else p.clone() if p.requires_grad else p.detach().requires_grad_())
+            for n, p in params.items()
+        }
     else:
         fast = {n: p.detach().requires_grad_(n in inner) for n, p in params.items()}
     result = InnerResult(params=fast)

@@ -37,3 +37,27 @@ def test_checkpoints_with_their_metadata_and_broken_files_with_their_error(dashb
     assert "Adapts with: alfa, sgd" in texts(at.caption)
     assert any("Not an image classifier" in i for i in texts(at.info))
     assert any("broken.safetensors" in e and "not a safetensors checkpoint" in e for e in texts(at.error))
+
+
+def test_shipped_checkpoint_shows_heldout_accuracy_and_a_damaged_one_its_error(dashboard, tmp_path) -> None:
+    from core.shipping import package
+
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
+    results = [
+        {"rule": rule, "way": way, "shot": shot, "head_init": "zero", "episodes": 600, "accuracy": acc, "ci95": 0.004}
+        for rule, acc in (("alfa", 0.9), ("sgd", 0.8)) for way, shot in ((5, 1), (20, 1))
+    ]
+    package(source, dashboard.checkpoints, "shipped-alfa", "Shipped", results, default=True)
+    damaged = package(source, dashboard.checkpoints, "damaged", "Damaged", results)
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    at = dashboard.app(PAGE).run()
+    assert_clean(at)
+    heldout = at.dataframe[1].value
+    assert list(heldout["rule"]) == ["ALFA", "SGD (MAML)"]
+    assert list(heldout["5-way 1-shot"]) == ["90.00 ± 0.40 (zero head)", "80.00 ± 0.40 (zero head)"]
+    assert list(heldout["20-way 1-shot"]) == ["90.00 ± 0.40 (zero head)", "80.00 ± 0.40 (zero head)"]
+    summary = dict(zip(at.table[0].value["field"], at.table[0].value["value"]))
+    assert summary["Measured on held-out classes, 5-way 1-shot"] == "ALFA 90.0% ± 0.4 · SGD (MAML) 80.0% ± 0.4"
+    assert any("damaged.safetensors" in e and "does not match the hash" in e for e in texts(at.error))

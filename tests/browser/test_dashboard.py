@@ -255,7 +255,7 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     )
 
     # ALFA and SGD are both chosen by default for an ALFA checkpoint.
-    page.get_by_text("SGD (MAML)").first.wait_for()
+    page.get_by_text("SGD (MAML)", exact=True).first.wait_for()
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Run #2", exact=True).wait_for()
     _wait_idle(page)

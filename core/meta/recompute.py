@@ -1,0 +1,118 @@
+"""The MAML meta-gradient with the inner loop recomputed step by step instead of kept: memory of one step.
+
+Second-order MAML keeps every inner step's forward activations and its gradient graph until the outer backward
+pass, so memory grows with ``inner_steps`` (ResNet12 at 84x84 needs more than 17 GB for 5 steps). Here the
+forward sweep keeps only the fast weights after each step, and the backward sweep walks the steps in reverse:
+it rebuilds step ``k`` from its stored input weights (with ``create_graph`` for second order), pulls the
+adjoint ``dL/dθ_{k+1}`` back through it to ``dL/dθ_k`` and the rule's meta-parameters, and frees that graph
+before the next. This is reverse-mode differentiation of MAML eq. 1 with checkpoints at step boundaries
+(Griewank & Walther's checkpointing, as in "Gradient-based hyperparameter optimization through reversible
+learning", Maclaurin et al. 2015, without the reversibility): each step's forward and inner gradient runs
+twice, and peak memory is one step's graph plus the stored weights.
+
+The gradient is the same as :class:`~core.meta.maml.MAMLGradient`'s (tested to float tolerance), including
+the MAML++ multi-step loss.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.meta.inner import accuracy, forward, prepare_head, task_loss
+from core.meta.maml import MAMLGradient, Task
+
+Params = dict[str, torch.Tensor]
+
+
+class RecomputingMAMLGradient(MAMLGradient):
+    def _step(self, fast: Params, step_index: int, support_x, support_y, create_graph: bool) -> Params:
+        learner, inner = self.learner, self.learner.inner_names
+        with torch.enable_grad():
+            loss = task_loss(learner, forward(learner, fast, support_x), support_y)
+            grads = torch.autograd.grad(loss, [fast[n] for n in inner], create_graph=create_graph)
+        updated, _ = learner.rule.step({n: fast[n] for n in inner}, dict(zip(inner, grads)), step_index, {})
+        return {**fast, **updated}
+
+    def _task_grads(
+        self, task: Task, tensors: list[torch.Tensor], step_weights: torch.Tensor | None, scale: float
+    ) -> tuple[list[torch.Tensor | None], float, float | None]:
+        learner = self.learner
+        initial = prepare_head(
+            learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes or 0, self.head_init
+        )
+        names = list(initial)
+        # Forward sweep: fast weights after every step, no graph kept.
+        stored = [{n: p.detach() for n, p in initial.items()}]
+        for step_index in range(self.inner_steps):
+            start = {n: p.detach().requires_grad_(n in learner.inner_names) for n, p in stored[-1].items()}
+            nxt = self._step(start, step_index, task.support_x, task.support_y, create_graph=False)
+            stored.append({n: p.detach() for n, p in nxt.items()})
+
+        def query_loss(params: Params) -> torch.Tensor:
+            return task_loss(learner, forward(learner, params, task.query_x), task.query_y)
+
+        # The adjoint at the last weights: d(query loss)/dθ_K (the final loss, or the last weighted term).
+        final = {n: p.detach().requires_grad_() for n, p in stored[-1].items()}
+        with torch.enable_grad():
+            output = forward(learner, final, task.query_x)
+            loss = task_loss(learner, output, task.query_y)
+            weight = 1.0 if step_weights is None else step_weights[-1]
+            adjoint = list(torch.autograd.grad(loss * weight * scale, [final[n] for n in names], allow_unused=True))
+        adjoint = [torch.zeros_like(final[n]) if a is None else a for n, a in zip(names, adjoint)]
+        acc = float(accuracy(output.detach(), task.query_y)) if learner.task_kind == "classification" else None
+        # Reported like MAMLGradient: the (weighted) query loss the meta-gradient is of.
+        total_loss = float(loss.detach()) * float(weight)
+        meta = [None] * len(tensors)
+
+        def accumulate(found):
+            for i, g in enumerate(found):
+                if g is not None:
+                    meta[i] = g if meta[i] is None else meta[i] + g
+
+        # Backward sweep: rebuild step k from θ_k, pull the adjoint back to θ_k and the meta-parameters.
+        for step_index in reversed(range(self.inner_steps)):
+            start = {n: p.detach().requires_grad_() for n, p in stored[step_index].items()}
+            with torch.enable_grad():
+                # First order: the inner gradient is a constant and only the rule's direct use of θ_k remains.
+                nxt = self._step(start, step_index, task.support_x, task.support_y, create_graph=self.second_order)
+                outputs = [nxt[n] for n in names]
+                extra = 0.0
+                if step_weights is not None and step_index > 0:
+                    # MAML++: the query loss after step ``step_index`` (weights θ_step_index) also counts.
+                    unscaled = query_loss(start) * step_weights[step_index - 1]
+                    total_loss += float(unscaled.detach())
+                    extra = unscaled * scale
+                found = torch.autograd.grad(
+                    outputs + ([extra] if torch.is_tensor(extra) else []),
+                    [start[n] for n in names] + tensors,
+                    grad_outputs=adjoint + ([extra.new_ones(())] if torch.is_tensor(extra) else []),
+                    allow_unused=True,
+                )
+            adjoint = [torch.zeros_like(start[n]) if g is None else g for n, g in zip(names, found[: len(names)])]
+            accumulate(found[len(names):])
+        # Finally through the head set-up and the initial weights to the meta-parameters.
+        with torch.enable_grad():
+            # A scalar surrogate, so a leaf that is both an output and an input (a backbone weight also read by
+            # the prototype head) gets both of its paths summed.
+            terms = [(initial[n] * a).sum() for n, a in zip(names, adjoint) if initial[n].requires_grad]
+            if terms:
+                accumulate(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
+        return meta, total_loss, acc
+
+    def meta_grad(self, tasks: list[Task], step_weights: torch.Tensor | None = None):
+        trainable = self.trainable()
+        names, tensors = list(trainable), list(trainable.values())
+        grads = [torch.zeros_like(t) for t in tensors]
+        losses, accuracies = [], []
+        for task in tasks:
+            found, loss, acc = self._task_grads(task, tensors, step_weights, 1.0 / len(tasks))
+            for total, g in zip(grads, found):
+                if g is not None:
+                    total.add_(g)
+            losses.append(loss)
+            if acc is not None:
+                accuracies.append(acc)
+        diagnostics = {"loss": sum(losses) / len(losses)}
+        if accuracies:
+            diagnostics["accuracy"] = sum(accuracies) / len(accuracies)
+        return dict(zip(names, grads)), diagnostics
