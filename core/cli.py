@@ -175,6 +175,7 @@ def _checkpoint(args: argparse.Namespace) -> Path:
 def cmd_package(args: argparse.Namespace) -> int:
     from core.model_io import read_metadata, supported_rules
     from core.shipping import measure_heldout, package
+    from models.checkpoint import file_sha256
 
     metadata = read_metadata(args.checkpoint)
     if not (metadata.get("training") or {}).get("config"):
@@ -184,8 +185,18 @@ def cmd_package(args: argparse.Namespace) -> int:
         for row in json.loads(Path(path).read_text()):
             if Path(row.get("checkpoint", "")).resolve() == args.checkpoint.resolve():
                 reuse.append({**row, "source": str(path)})
+    # Measurements of this exact file are cached as they are made, so an interrupted run picks up where it stopped.
+    cache = args.cache_dir / f"{file_sha256(args.checkpoint)[:16]}.jsonl"
+    if cache.is_file():
+        reuse += [{**json.loads(line), "source": str(cache)} for line in cache.read_text().splitlines() if line.strip()]
+
+    def remember(row: dict) -> None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
     rules = supported_rules(metadata)
-    results = measure_heldout(args.checkpoint, rules, episodes=args.episodes, reuse=reuse,
+    results = measure_heldout(args.checkpoint, rules, episodes=args.episodes, reuse=reuse, on_row=remember,
                               log=lambda line: print(line, file=sys.stderr, flush=True))
     out = package(args.checkpoint, args.out, args.name, args.title, results, half_precision=args.half,
                   default=args.default, notes=args.notes or "")
@@ -272,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--notes", help="why this recipe (width, input size...), kept in the metadata")
     pack.add_argument("--reuse", action="append", type=Path,
                       help="JSON rows of earlier measurements of this file (bench/results/omniglot_table.json)")
+    pack.add_argument("--cache-dir", type=Path, default=Path("runs") / "heldout",
+                      help="where measurements are cached per checkpoint hash (default runs/heldout)")
     pack.set_defaults(func=cmd_package)
     return parser
 

@@ -87,11 +87,14 @@ def measure_heldout(
     episodes: int = 600,
     reuse: list[dict[str, Any]] | None = None,
     log: Callable[[str], None] = print,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Accuracy of each rule on the checkpoint's held-out (test) classes in every setting of ``SETTINGS``.
 
     ``reuse`` rows (earlier measurements of the same file under the same protocol, e.g. from
     ``bench/paper_tables.py``) are taken instead of measuring again when rule, way, shot, head and episodes match.
+    ``on_row`` gets every new measurement as soon as it is made (the CLI appends it to a cache, so an interrupted
+    packaging run continues where it stopped).
     """
     from core.adapt import default_head_init
     from core.config import config_from_dict
@@ -118,6 +121,8 @@ def measure_heldout(
                 row = {"accuracy": result.mean, "ci95": result.ci95, "seconds": round(result.seconds, 1)}
             row = {"rule": rule, "way": way, "shot": shot, "head_init": head, "episodes": episodes,
                    "n_query": N_QUERY, "seed": EVAL_SEED, "steps": steps, **row}
+            if on_row is not None and "reused_from" not in row:
+                on_row(row)
             log(f"{Path(path).name}: {rule} {way}-way {shot}-shot ({head} head): "
                 f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f} %")
             rows.append(row)

@@ -80,9 +80,15 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
 
     # Through the CLI, into a shipped folder.
     out = tmp_path / "assets"
-    assert main(["package", "--checkpoint", str(trained), "--name", "tiny", "--title", "Tiny", "--out", str(out),
-                 "--episodes", "2", "--default"]) == 0
+    command = ["package", "--checkpoint", str(trained), "--name", "tiny", "--title", "Tiny", "--out", str(out),
+               "--episodes", "2", "--default", "--cache-dir", str(tmp_path / "cache")]
+    assert main(command) == 0
     shipped = json.loads(capsys.readouterr().out)
+    # Packaging again (e.g. after an interruption) takes every measurement from the cache of this file's hash.
+    assert main(command) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert all(r["reused_from"].endswith(".jsonl") for r in again["results"])
+    assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in shipped["results"]]
     assert Path(shipped["file"]) == out / "tiny.safetensors" and len(shipped["results"]) == 6
     assert read_manifest(out)["default"] == "tiny.safetensors"
     assert read_metadata(out / "tiny.safetensors")["heldout"]["classes"] == ["Korean"]
