@@ -141,7 +141,14 @@ def package(
 ) -> Path:
     """Write ``<folder>/<name>.safetensors``: the source's tensors, its metadata plus the held-out results."""
     tensors, metadata = load_checkpoint(source)
-    data = (metadata.get("training") or {}).get("data") or {}
+    training = dict(metadata.get("training") or {})
+    command = str(training.get("command") or "")
+    program, _, arguments = command.partition(" ")
+    if program.replace("\\", "/").endswith("core/__main__.py"):
+        # Older runs recorded the absolute path of the entry point; ship what a user types in any checkout.
+        training.update(command=f"python -m core {arguments}", command_as_recorded=command)
+        metadata = {**metadata, "training": training}
+    data = training.get("data") or {}
     metadata = {
         **metadata,
         "name": name,

@@ -92,3 +92,16 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
     assert Path(shipped["file"]) == out / "tiny.safetensors" and len(shipped["results"]) == 6
     assert read_manifest(out)["default"] == "tiny.safetensors"
     assert read_metadata(out / "tiny.safetensors")["heldout"]["classes"] == ["Korean"]
+
+
+def test_an_absolute_entry_point_in_the_recorded_command_is_shipped_as_python_m_core(tmp_path):
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
+    tensors, metadata = load_checkpoint(source)
+    recorded = "/home/someone/repo/core/__main__.py train --config configs/x.toml --resume"
+    metadata["training"] = {**(metadata.get("training") or {}), "command": recorded}
+    save_checkpoint(source, tensors, metadata)
+    shipped = read_metadata(package(source, tmp_path / "shipped", "x", "X", [RESULT]))
+    assert shipped["training"]["command"] == "python -m core train --config configs/x.toml --resume"
+    assert shipped["training"]["command_as_recorded"] == recorded

@@ -1,0 +1,48 @@
+"""The README's table of shipped checkpoints, read from their metadata (nothing is measured here).
+
+    python bench/shipped_table.py            # markdown on stdout
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.checkpoints import SHIPPED_DIR  # noqa: E402
+from core.shipping import SETTINGS, read_manifest  # noqa: E402
+from models.checkpoint import read_metadata  # noqa: E402
+
+LABELS = {"sgd": "SGD", "alfa": "ALFA", "alfa_random": "ALFA", "per_step": "per-step rates", "meta_sgd": "Meta-SGD"}
+
+
+def main() -> int:
+    manifest = read_manifest(SHIPPED_DIR)
+    header = ["file", "adapted with"] + [f"{w}-way {s}-shot" for w, s in SETTINGS] + ["meta-training"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    names = sorted(manifest["checkpoints"], key=lambda n: (not n.startswith("resnet12"), n))
+    for name in names:
+        metadata = read_metadata(SHIPPED_DIR / name)
+        training = metadata["training"]
+        pre = training.get("pretraining")
+        how = f"{training['tasks_seen']:,} tasks, {training['wall_seconds'] / 60:.0f} min"
+        if pre:
+            how += f" + pre-training {pre['epochs']} epochs, {pre['wall_seconds'] / 60:.0f} min"
+        by_rule: dict[str, dict[tuple[int, int], str]] = {}
+        for row in metadata["heldout"]["results"]:
+            cell = f"{100 * row['accuracy']:.2f} ± {100 * row['ci95']:.2f}"
+            if row["head_init"] != "learned":
+                cell += f" ({row['head_init']})"
+            by_rule.setdefault(row["rule"], {})[(row["way"], row["shot"])] = cell
+        for index, (rule, cells) in enumerate(by_rule.items()):
+            default = " (default)" if name == manifest.get("default") and index == 0 else ""
+            first = f"`{name}`{default}" if index == 0 else ""
+            values = [cells.get(setting, "—") for setting in SETTINGS]
+            print("| " + " | ".join([first, LABELS.get(rule, rule), *values, how if index == 0 else ""]) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The checkpoints in assets/checkpoints: listed with their hashes, measured for every rule they support, small."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.checkpoints import SHIPPED_DIR
+from core.model_io import load_learner, supported_rules
+from core.shipping import SETTINGS, read_manifest
+from models.checkpoint import file_sha256, read_metadata
+
+MANIFEST = read_manifest(SHIPPED_DIR)
+SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
+
+
+def test_the_manifest_lists_exactly_the_shipped_files_with_their_hashes() -> None:
+    assert SHIPPED, "no shipped checkpoints"
+    assert sorted(MANIFEST["checkpoints"]) == [path.name for path in SHIPPED]
+    for path in SHIPPED:
+        entry = MANIFEST["checkpoints"][path.name]
+        assert entry["sha256"] == file_sha256(path), path.name
+        assert entry["bytes"] == path.stat().st_size
+    assert MANIFEST["default"] in MANIFEST["checkpoints"]
+
+
+def test_all_shipped_files_together_stay_well_under_100_mb() -> None:
+    assert sum(path.stat().st_size for path in SHIPPED) < 60 * 2**20
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_each_is_measured_on_held_out_alphabets_for_every_rule_it_supports(path) -> None:
+    metadata = read_metadata(path)
+    heldout = metadata["heldout"]
+    data = metadata["training"]["data"]
+    assert heldout["classes"] == data["test"] and len(data["test"]) >= 2
+    assert not set(data["test"]) & (set(data["train"]) | set(data["val"]))
+    measured = {(r["rule"], r["way"], r["shot"]) for r in heldout["results"] if r["episodes"] == 600}
+    assert measured == {(rule, way, shot) for rule in supported_rules(metadata) for way, shot in SETTINGS}
+    assert all(0 < r["accuracy"] <= 1 and 0 < r["ci95"] < 0.05 for r in heldout["results"])
+    training = metadata["training"]
+    assert training["command"].startswith("python -m core train --config configs/")
+    assert training["tasks_seen"] > 0 and training["wall_seconds"] > 0
+    learner, _ = load_learner(path)
+    assert learner.rule.name == metadata["rule"]["name"]
