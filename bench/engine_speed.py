@@ -4,10 +4,11 @@ evaluation throughput. Each case runs in its own subprocess, so its peak residen
 Synthetic images of the right shape are used (speed does not depend on pixel values). Prints a table, checks
 the targets of issue 4 and writes JSON.
 
-    python bench/engine_speed.py                          # every group (an hour or more on 2 CPU cores)
+    python bench/engine_speed.py                          # every group (about 40 minutes on 2 idle CPU cores)
     python bench/engine_speed.py --groups latency eval    # some groups
     python bench/engine_speed.py --cases conv4-84-train-2nd --repeats 2
     python bench/engine_speed.py --threads 1              # one intra-op thread per case
+    FEWSHOT_TUNE_MALLOC=0 python bench/engine_speed.py    # glibc's default allocator (see core.device)
 
 Groups:
 - latency: one episode's adaptation (the first-order evaluation path, no meta-graph), 5-way 1- and 5-shot, Conv4
@@ -22,6 +23,7 @@ Groups:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -42,10 +44,10 @@ RULES = ("sgd", "per_step", "meta_sgd", "alfa", "alfa_random")
 
 
 def _case(kind, backbone, n_way, k_shot, n_query, steps=5, meta_batch=1, second_order=False, rule="alfa",
-          head="learned", group=None, recompute=False):
+          head="learned", group=None, recompute=False, max_repeats=None):
     return {"kind": kind, "backbone": backbone, "n_way": n_way, "k_shot": k_shot, "n_query": n_query,
             "steps": steps, "meta_batch": meta_batch, "second_order": second_order, "rule": rule, "head": head,
-            "group": group or kind, "recompute": recompute}
+            "group": group or kind, "recompute": recompute, "max_repeats": max_repeats}
 
 
 CASES: dict[str, dict] = {}
@@ -59,9 +61,11 @@ CASES["resnet12-84-adapt-5shot-sgd"] = _case("adapt", RESNET12_84, 5, 5, 15, rul
 # Meta-training: the paper's configurations, then the shipped Omniglot recipes (configs/omniglot/*.toml).
 CASES["conv4-84-train-2nd"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True)
 CASES["conv4-84-train-2nd-maml"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True, rule="sgd")
-CASES["resnet12-84-train-2nd"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=True, recompute=True)
+# Minutes per ResNet12 84x84 iteration: one timed run after the warm-up.
+CASES["resnet12-84-train-2nd"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=True, recompute=True,
+                                       max_repeats=1)
 CASES["conv4-84-train-2nd-recompute"] = _case("train", CONV4_84, 5, 5, 15, meta_batch=2, second_order=True, recompute=True)
-CASES["resnet12-84-train-1st"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=False)
+CASES["resnet12-84-train-1st"] = _case("train", RESNET12_84, 5, 5, 15, meta_batch=2, second_order=False, max_repeats=1)
 CASES["conv4-omniglot-recipe-alfa"] = _case("train", CONV4_28, 5, 1, 5, meta_batch=4, second_order=True)
 CASES["conv4-omniglot-recipe-maml"] = _case("train", CONV4_28, 5, 1, 5, meta_batch=4, second_order=True, rule="sgd")
 CASES["resnet12-omniglot-recipe-alfa"] = _case("train", RESNET12_28, 5, 1, 5, meta_batch=4, second_order=True, head="zero")
@@ -83,6 +87,8 @@ GROUPS = ("latency", "train", "vmap", "eval")
 TARGETS = [
     ("conv4-84-train-2nd", "tasks_per_s", 0.85, "min", "3x the authors' 0.28 tasks/s"),
     ("conv4-84-train-2nd", "peak_rss_mb", 2250, "max", "half the authors' 4.4 GB"),
+    ("conv4-84-train-2nd-recompute", "tasks_per_s", 0.85, "min", "3x the authors' 0.28 tasks/s"),
+    ("conv4-84-train-2nd-recompute", "peak_rss_mb", 2250, "max", "half the authors' 4.4 GB"),
     ("resnet12-84-train-2nd", "peak_rss_mb", 12 * 1024, "max", "12 GB (the authors' code ran out of memory)"),
     ("resnet12-84-adapt-5shot-alfa", "median_s", 8.0, "max", "8 s per 84x84 5-way 5-shot evaluation episode"),
     ("conv4-omniglot-adapt-1shot-alfa", "median_s", 0.3, "max", "0.3 s per Omniglot episode"),
@@ -100,6 +106,9 @@ def _synthetic_task(torch, case, device, generator):
 
 
 def run_case(name: str, repeats: int) -> dict:
+    from core.device import tune_host_allocator
+
+    allocator_tuned = tune_host_allocator()  # as the CLI does (FEWSHOT_TUNE_MALLOC=0 measures glibc's default)
     import torch
 
     from core.adapt import adapt
@@ -113,6 +122,7 @@ def run_case(name: str, repeats: int) -> dict:
 
     case = CASES[name]
     kind, n_way, steps = case["kind"], case["n_way"], case["steps"]
+    repeats = min(repeats, case["max_repeats"] or repeats)
     device = pick_device()
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -137,7 +147,7 @@ def run_case(name: str, repeats: int) -> dict:
     row = {"case": name, **{k: v for k, v in case.items() if k != "backbone"}, "backbone": case["backbone"]["name"],
            "widths": case["backbone"].get("widths") or case["backbone"].get("filters"),
            "image_size": case["backbone"]["image_size"], "device": str(device), "repeats": repeats,
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned}
     if kind in ("train", "vmap"):
         tasks = [Task(*_synthetic_task(torch, case, device, generator), n_classes=n_way) for _ in range(case["meta_batch"])]
         estimator = RecomputingMAMLGradient if case["recompute"] else MAMLGradient
@@ -151,6 +161,14 @@ def run_case(name: str, repeats: int) -> dict:
             row.update(vmap_median_s=statistics.median(vtimes), speedup=row["median_s"] / statistics.median(vtimes))
             row["max_grad_difference"] = max(float((grads[k] - vgrads[k]).abs().max()) for k in grads)
             row["max_grad"] = max(float(g.abs().max()) for g in grads.values())
+            # float32 rounding, amplified through 5 differentiated steps, can make the two differ visibly; the
+            # same computation in float64 shows whether they are the same function (differences near 1e-15).
+            learner64 = copy.deepcopy(learner).double()
+            tasks64 = [Task(t.support_x.double(), t.support_y, t.query_x.double(), t.query_y,
+                            n_classes=n_way) for t in tasks]
+            loop64, _ = MAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
+            vmap64, _ = BatchedMAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
+            row["max_grad_difference_float64"] = max(float((loop64[k] - vmap64[k]).abs().max()) for k in loop64)
     elif kind == "adapt":
         support, labels_s, query, labels_q = _synthetic_task(torch, case, device, generator)
         episode = Episode(support, labels_s, query, labels_q, [str(k) for k in range(n_way)])
@@ -183,7 +201,8 @@ def describe(row: dict) -> str:
                 f"{row['median_s']:.2f} s, {row['tasks_per_s']:.2f} tasks/s, peak {row['peak_rss_mb']} MB")
     if row["kind"] == "vmap":
         return (f"{row['case']:40s} {shape:44s} loop {row['median_s']:.2f} s, vmap {row['vmap_median_s']:.2f} s: "
-                f"speed-up {row['speedup']:.2f}x, max |grad diff| {row['max_grad_difference']:.1e}")
+                f"speed-up {row['speedup']:.2f}x, max |grad diff| {row['max_grad_difference']:.1e} "
+                f"(float64: {row['max_grad_difference_float64']:.1e})")
     if row["kind"] == "eval":
         return f"{row['case']:40s} {shape:44s} {row['episodes_per_s']:.2f} episodes/s ({row['rule']})"
     return f"{row['case']:40s} {shape:44s} adapt one episode ({row['rule']}): {row['median_s']:.3f} s, peak {row['peak_rss_mb']} MB"
@@ -207,6 +226,55 @@ def check_targets(rows: list[dict]) -> list[dict]:
     return verdicts
 
 
+def markdown(report: dict) -> str:
+    """The README's speed tables, from a JSON report this script wrote."""
+    rows = {row["case"]: row for row in report["results"] if "error" not in row}
+    lines = []
+
+    def table(header: list[str], body: list[list[str]]) -> None:
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines.extend("| " + " | ".join(cells) + " |" for cells in body)
+        lines.append("")
+
+    def seconds(case: str, digits: int = 3) -> str:
+        return f"{rows[case]['median_s']:.{digits}f}" if case in rows else "-"
+
+    lines.append("Adaptation latency of one episode, seconds (5-way, 15 queries per class, 5 first-order steps):\n")
+    table(["rule", "Conv4 28px 1-shot", "Conv4 28px 5-shot", "ResNet12 28px 1-shot", "ResNet12 28px 5-shot"],
+          [[rule] + [seconds(f"{net}-omniglot-adapt-{shot}shot-{rule}") for net in ("conv4", "resnet12") for shot in (1, 5)]
+           for rule in RULES])
+    adapt84 = [name for name, case in CASES.items() if case["kind"] == "adapt" and case["backbone"]["image_size"] == 84]
+    table(["84x84 5-way 5-shot episode", "rule", "seconds", "peak MB"],
+          [[name, rows[name]["rule"], seconds(name, 2), str(rows[name]["peak_rss_mb"])] for name in adapt84 if name in rows])
+    lines.append("Meta-training (second order unless said; synthetic images):\n")
+    body = []
+    for name, case in CASES.items():
+        if case["kind"] != "train" or name not in rows:
+            continue
+        row = rows[name]
+        order = ("2nd" if row["second_order"] else "1st") + (" recomputed" if row.get("recompute") else "")
+        setting = (f"{row['backbone']} {row['image_size']}px {row['n_way']}w{row['k_shot']}s, {row['n_query']} queries, "
+                   f"meta-batch {row['meta_batch']}, {row['steps']} steps, {row['rule']}, {order}")
+        body.append([name, setting, f"{row['median_s']:.2f}", f"{row['tasks_per_s']:.3f}", str(row["peak_rss_mb"])])
+    table(["case", "setting", "s per iteration", "tasks/s", "peak MB"], body)
+    lines.append("Per-task loop (the reference) against `torch.func.vmap` over the meta-batch, same tasks:\n")
+    table(["case", "loop s", "vmap s", "speed-up", "max meta-gradient difference float32 (largest entry)", "same in float64"],
+          [[name, f"{rows[name]['median_s']:.2f}", f"{rows[name]['vmap_median_s']:.2f}", f"{rows[name]['speedup']:.2f}x",
+            f"{rows[name]['max_grad_difference']:.1e} ({rows[name]['max_grad']:.1e})",
+            f"{rows[name].get('max_grad_difference_float64', float('nan')):.1e}"]
+           for name, case in CASES.items() if case["kind"] == "vmap" and name in rows])
+    lines.append("Evaluation throughput (the 600-episode protocol's loop):\n")
+    table(["case", "episodes/s"],
+          [[name, f"{rows[name]['episodes_per_s']:.2f}"] for name, case in CASES.items() if case["kind"] == "eval" and name in rows])
+    lines.append("Targets:\n")
+    table(["case", "measured", "target", "verdict"],
+          [[v["case"], f"{v['field']} = {v['value']:.4g}", f"{'>=' if v['field'] == 'tasks_per_s' else '<='} {v['limit']:g} "
+            f"({v['meaning']})", "met" if v["met"] else f"missed ({v['ratio']:.2f}x the target)"]
+           for v in report["targets"]])
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--groups", nargs="*", choices=GROUPS, help="default: all")
@@ -215,8 +283,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch intra-op threads per case (default: torch's)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per case")
     parser.add_argument("--out", default="bench/results/engine_speed.json")
+    parser.add_argument("--markdown", metavar="JSON", help="print the README tables of an earlier report and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.one:
         if args.threads:
             import torch
