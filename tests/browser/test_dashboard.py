@@ -299,6 +299,8 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     page.get_by_text("Run #2", exact=True).wait_for()
     _wait_idle(page)
     assert "run=2" in page.url
+    # The stored run renders below its heading in the same script run; wait for its metrics to arrive.
+    page.locator("[data-testid='stMetric']").nth(1).wait_for()
     assert page.locator("[data-testid='stMetric']").count() == 2
     page.locator("[data-testid='stPlotlyChart']").nth(2).wait_for()
 
