@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
 from pathlib import Path
+from typing import Iterator
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
 
@@ -14,6 +16,23 @@ DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "assets" / "ch
 def _die(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+@contextlib.contextmanager
+def _kill_saves_like_ctrl_c() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while training runs, so a kill saves the state as Ctrl-C does.
+
+    The previous handler comes back afterwards: a caller in the same process (a test, a notebook) keeps its own.
+    """
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,12 +46,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.meta.iterations = args.iterations
     trainer = Trainer(config, device=args.device, progress=not args.no_progress)
 
-    def stop(signum, frame):  # a kill (SIGTERM) saves state like Ctrl-C does
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     try:
-        summary = trainer.run(resume=args.resume)
+        with _kill_saves_like_ctrl_c():
+            summary = trainer.run(resume=args.resume)
     except KeyboardInterrupt:
         return 130
     print(json.dumps(summary, indent=2))
@@ -54,12 +70,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(f"{path} is already pre-trained for this config", file=sys.stderr)
         return 0
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     try:
-        Pretrainer(config, device=args.device, progress=not args.no_progress).run()
+        with _kill_saves_like_ctrl_c():
+            Pretrainer(config, device=args.device, progress=not args.no_progress).run()
     except KeyboardInterrupt:
         return 130
     _, summary = load_pretrained(config)

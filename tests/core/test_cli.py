@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,44 @@ def test_resumed_training_equals_uninterrupted(tmp_path, real_omniglot, capsys):
     assert meta_b["training"]["iterations"] == 4 and meta_b["training"]["tasks_seen"] == 8
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_a_kill_saves_the_state_and_resume_continues_from_it(tmp_path, real_omniglot):
+    config = _config(tmp_path, real_omniglot, rule="alfa", iterations=100_000, name="killed")
+    command = [sys.executable, "-m", "core", "train", "--config", str(config), "--no-progress", "--device", "cpu"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = tmp_path / "killed" / "state.safetensors"
+    try:
+        deadline = time.monotonic() + 120
+        while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.is_file(), process.stderr.read() if process.poll() is not None else "no state after 120 s"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted: state saved at iteration" in err
+    killed_at = load_checkpoint(state)[1]["iteration"]
+    assert killed_at >= 1
+    resumed = subprocess.run(command + ["--resume", "--iterations", str(killed_at + 2)], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["iterations"] == killed_at + 2
+
+
+def test_training_in_process_gives_the_callers_sigterm_handler_back(tmp_path, real_omniglot):
+    def callers_handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        config = _config(tmp_path, real_omniglot, rule="sgd", iterations=1, name="handler")
+        assert main(["train", "--config", str(config), "--no-progress", "--device", "cpu"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_clear_errors(tmp_path, capsys):

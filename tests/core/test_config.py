@@ -21,7 +21,7 @@ def test_shipped_configs_parse(path):
 
 def test_there_are_configs_for_each_experiment():
     names = {p.stem for p in CONFIGS}
-    assert {"conv4_maml", "conv4_alfa_maml", "conv4_alfa_random", "maml_5shot", "alfa_maml_20shot"} <= names
+    assert {"conv4_maml", "conv4_alfa_maml", "conv4_alfa_maml_zero", "conv4_alfa_random", "maml_5shot", "alfa_maml_20shot"} <= names
 
 
 @pytest.mark.parametrize(
