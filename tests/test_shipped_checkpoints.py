@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from core.checkpoints import SHIPPED_DIR
+from core.config import load_config
 from core.model_io import load_learner, supported_rules
 from core.shipping import SETTINGS, read_manifest
 from models.checkpoint import file_sha256, read_metadata
 
 MANIFEST = read_manifest(SHIPPED_DIR)
 SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
+REPO = SHIPPED_DIR.parent.parent
 SHIPPED_ALFA = [path for path in SHIPPED if read_metadata(path)["rule"]["name"].startswith("alfa")]
 
 
@@ -56,17 +60,12 @@ def test_shipped_alfa_checkpoints_are_meta_trained_for_any_class_count(path) -> 
     prototype head, or a zero head after training with a learned one) is out of distribution for it: the
     learned-head Conv4 ALFA+MAML fell to 40.5 % at 20-way (README, "Head choice"). Every shipped ALFA file is
     therefore meta-trained with a zero head, and the config its command names still says so."""
-    import shlex
-
-    from core.checkpoints import SHIPPED_DIR as folder
-    from core.config import load_config
-
     metadata = read_metadata(path)
     assert metadata["head_init"] == "zero"
     assert {r["head_init"] for r in metadata["heldout"]["results"]} == {"zero"}
     words = shlex.split(metadata["training"]["command"])
-    config_path = folder.parent.parent / words[words.index("--config") + 1]
-    config = load_config(config_path)
-    assert config.model.head_init == "zero"
+    config_path = REPO / words[words.index("--config") + 1]
+    config = load_config(config_path).to_dict()
+    assert config["model"]["head_init"] == "zero"
     recorded = metadata["training"]["config"]
-    assert (config.to_dict()["model"], config.to_dict()["rule"]) == (recorded["model"], recorded["rule"])
+    assert (config["model"], config["rule"]) == (recorded["model"], recorded["rule"])
