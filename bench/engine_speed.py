@@ -169,6 +169,10 @@ def run_case(name: str, repeats: int) -> dict:
             loop64, _ = MAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
             vmap64, _ = BatchedMAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
             row["max_grad_difference_float64"] = max(float((loop64[k] - vmap64[k]).abs().max()) for k in loop64)
+            # Each float32 result against its own float64 twin: the rounding error of this very computation on
+            # this machine, which sets the tolerance of the float64 comparison (tests/bench/test_engine_speed.py).
+            row["loop_float32_error"] = max(float((grads[k].double() - loop64[k]).abs().max()) for k in grads)
+            row["vmap_float32_error"] = max(float((vgrads[k].double() - vmap64[k]).abs().max()) for k in vgrads)
     elif kind == "adapt":
         support, labels_s, query, labels_q = _synthetic_task(torch, case, device, generator)
         episode = Episode(support, labels_s, query, labels_q, [str(k) for k in range(n_way)])
