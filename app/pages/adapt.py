@@ -12,14 +12,10 @@ from typing import Any
 
 import streamlit as st
 
+from app.checkpoint_view import TRAIN_COMMAND, is_image_classifier, render_checkpoint_summary
+from app.formatting import rule_label
 from app.resources import cached_loader, folder_set, get_store, omniglot_set, short_path
-from app.views import (
-    TRAIN_COMMAND,
-    is_image_classifier,
-    render_checkpoint_summary,
-    render_run,
-    rule_label,
-)
+from app.views import render_run
 from core.checkpoints import find_checkpoints
 from core.data.episode import Episode
 from core.data.images import ImageError, ImageSpec

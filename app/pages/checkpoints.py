@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.checkpoint_view import (
+    TRAIN_COMMAND,
+    checkpoint_rows,
+    heldout_table,
+    is_image_classifier,
+    render_checkpoint_summary,
+)
 from app.resources import short_path
-from app.views import TRAIN_COMMAND, checkpoint_rows, heldout_table, is_image_classifier, render_checkpoint_summary
 from core.checkpoints import find_checkpoints, search_dirs
 from core.model_io import supported_rules
 

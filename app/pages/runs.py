@@ -7,8 +7,10 @@ from datetime import UTC, datetime, time
 import streamlit as st
 
 from app import charts
+from app.compare import accuracies_text, comparison_rows, run_title
+from app.formatting import rule_label, when
 from app.resources import cached_loader, get_store
-from app.views import ADAPT_PAGE, accuracies_text, comparison_rows, render_run, rule_label, run_title, when
+from app.views import ADAPT_PAGE, render_run
 from core.data.images import ImageError
 from core.device import pick_device
 from core.runs import RunFailed, rerun
