@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,10 +59,12 @@ def adapt(
     steps: int,
     head_init: str | None = None,
     device: torch.device | str | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> AdaptationResult:
     """Run ``steps`` inner-loop updates on the support set, then classify the queries (first order, no meta-graph).
 
-    The learner's tensors are read, never written: adaptation works on detached copies.
+    The learner's tensors are read, never written: adaptation works on detached copies. ``on_step(k)`` is
+    called after the k-th of the ``steps`` updates (progress for the dashboard).
     """
     if episode.n_way < 2:
         raise ValueError(f"an episode needs at least 2 classes, this one has {episode.n_way}")
@@ -83,7 +86,7 @@ def adapt(
         )
     result = inner_loop(
         learner, params, episode.support_images, episode.support_labels, steps,
-        create_graph=False, differentiable=False, record_final=True,
+        create_graph=False, differentiable=False, record_final=True, on_step=on_step,
     )
     with torch.no_grad():
         logits = forward(learner, result.params, episode.query_images)

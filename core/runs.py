@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,11 +46,13 @@ __all__ = [
     "LearnerLoader",
     "RuleProgress",
     "RunFailed",
+    "RunTicket",
     "checkpoint_record",
     "checkpoint_spec",
     "episode_from_items",
     "rerun",
     "run_rules",
+    "start_run",
 ]
 
 # (checkpoint path, rule, device) -> (learner, metadata); must return a learner the caller may only read.
@@ -57,7 +61,7 @@ LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, dict[str, Any
 
 @dataclass(frozen=True)
 class RuleProgress:
-    """What :func:`run_rules` reports to ``on_progress`` before and after each rule."""
+    """What :func:`run_rules` reports to ``on_progress``: before each rule, after each of its steps, after it."""
 
     rule: str
     label: str
@@ -67,6 +71,8 @@ class RuleProgress:
     seconds: float | None = None
     accuracy: float | None = None
     error: str | None = None
+    step: int = 0  # inner steps finished so far by this rule ("adapting" is reported again after each)
+    steps: int = 0
 
 
 class RunFailed(RuntimeError):
@@ -232,8 +238,12 @@ def run_rules(
         try:
             report(rule=rule, label=label, index=index, stage="loading")
             learner, _meta = (loader or _default_loader)(path, rule, device)
-            report(rule=rule, label=label, index=index, stage="adapting")
-            result = adapt(learner, episode, steps=steps, head_init=head_init, device=device)
+            report(rule=rule, label=label, index=index, stage="adapting", steps=steps)
+
+            def step_done(step: int, rule: str = rule, label: str = label, index: int = index) -> None:
+                report(rule=rule, label=label, index=index, stage="adapting", step=step, steps=steps)
+
+            result = adapt(learner, episode, steps=steps, head_init=head_init, device=device, on_step=step_done)
             problem = _non_finite(result)
             if problem:
                 raise FloatingPointError(f"{problem}; try fewer steps or another rule")
@@ -244,7 +254,8 @@ def run_rules(
             report(rule=rule, label=label, index=index, stage="failed", error=message)
             raise RunFailed(run_id, rule, message) from error
         done.append(record)
-        report(rule=rule, label=label, index=index, stage="done", seconds=record.seconds, accuracy=record.accuracy)
+        report(rule=rule, label=label, index=index, stage="done", seconds=record.seconds, accuracy=record.accuracy,
+               step=steps, steps=steps)
     return store.save_run(run, done, total_seconds=time.perf_counter() - started)
 
 
@@ -327,4 +338,63 @@ def rerun(
         loader=loader,
         note=f"re-run of run #{run_id}",
         extra_config={"rerun_of": run_id, "provenance": detail.config.get("provenance", {})},
+    )
+
+
+@dataclass
+class RunTicket:
+    """A run adapting in a worker thread (:func:`start_run`): its progress so far and, once over, its outcome.
+
+    The dashboard keeps the ticket in the session and reads it on every rerun, so a run goes on and is stored
+    whatever the user clicks meanwhile. ``events`` only grows (appended by the worker, read by the page).
+    """
+
+    checkpoint_path: str
+    rules: list[str]
+    steps: int
+    started_at: float
+    future: Future[int]
+    events: list[RuleProgress] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.future.done()
+
+    def latest(self) -> RuleProgress | None:
+        return self.events[-1] if self.events else None
+
+    def outcome(self) -> tuple[int | None, str | None]:
+        """``(run id, error)`` of a finished run: ``(id, None)`` stored, ``(id, text)`` stored as failed,
+        ``(None, text)`` refused before anything was stored (bad input)."""
+        error = self.future.exception()
+        if error is None:
+            return self.future.result(), None
+        if isinstance(error, RunFailed):
+            return error.run_id, error.error
+        return None, str(error)
+
+
+def start_run(executor: Executor, **run_arguments: Any) -> RunTicket:
+    """Submit :func:`run_rules` (same keyword arguments, without ``on_progress``) to ``executor``.
+
+    Everything ``run_rules`` validates before adapting is still reported through the ticket's outcome; a
+    run that starts is always stored, as succeeded or failed, even if nobody looks at the ticket again.
+    """
+    if "on_progress" in run_arguments:
+        raise ValueError("start_run records progress in the ticket; do not pass on_progress")
+    events: list[RuleProgress] = []
+    lock = threading.Lock()
+
+    def record(event: RuleProgress) -> None:
+        with lock:  # appends are atomic in CPython, the lock keeps that true on free-threaded builds too
+            events.append(event)
+
+    future = executor.submit(run_rules, on_progress=record, **run_arguments)
+    return RunTicket(
+        checkpoint_path=str(run_arguments.get("checkpoint_path")),
+        rules=list(run_arguments.get("rules") or []),
+        steps=int(run_arguments.get("steps") or 0),
+        started_at=time.time(),
+        future=future,
+        events=events,
     )

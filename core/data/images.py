@@ -26,6 +26,8 @@ __all__ = [
     "ImageError",
     "ImageSpec",
     "decode_image",
+    "display_png",
+    "model_input_png",
 ]
 
 # Largest image (width * height) we agree to decode. Read at call time so tests and callers can lower it.
@@ -127,7 +129,11 @@ def decode_image(data: bytes | str | Path, spec: ImageSpec, name: str | None = N
     raise TypeError(f"decode_image expects bytes or a path, got {type(data).__name__}")
 
 
-def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tensor:
+def _open_upright(stream: io.IOBase, label: str, draft_size: int | None = None) -> Image.Image:
+    """Open, check and fully decode an image, turned upright by its EXIF orientation (any PIL mode).
+
+    ``draft_size`` lets libjpeg decode a JPEG at a reduced scale that is still at least that size.
+    """
     try:
         image = Image.open(stream)
     except UnidentifiedImageError:
@@ -137,26 +143,31 @@ def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tens
     except Exception as error:  # noqa: BLE001 - any header parse failure means the file is unusable
         raise ImageError(f"{label}: could not read the image header ({error})") from None
 
-    with image:
-        width, height = image.size
-        # Checked against our own limit before decoding pixels, so a tiny file declaring a huge canvas
-        # (a decompression bomb) costs nothing. PIL's own check in Image.open only guards far larger sizes.
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ImageError(
-                f"{label}: image is too large ({width}x{height} = {width * height:,} pixels; "
-                f"the limit is {MAX_IMAGE_PIXELS:,})"
-            )
-        if width < 1 or height < 1:
-            raise ImageError(f"{label}: image has no pixels ({width}x{height})")
-        if image.format == "JPEG":
-            # Let libjpeg decode at a reduced scale (still >= target size): phone photos load much faster.
-            image.draft(None, (spec.size, spec.size))
-        try:
-            # Force the full decode now: Image.open is lazy, and truncation only shows up here.
-            image.load()
-        except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, zlib.error, ...
-            raise ImageError(f"{label}: image data is truncated or corrupt ({error})") from None
-        image = _upright(image)
+    width, height = image.size
+    # Checked against our own limit before decoding pixels, so a tiny file declaring a huge canvas
+    # (a decompression bomb) costs nothing. PIL's own check in Image.open only guards far larger sizes.
+    if width * height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageError(
+            f"{label}: image is too large ({width}x{height} = {width * height:,} pixels; "
+            f"the limit is {MAX_IMAGE_PIXELS:,})"
+        )
+    if width < 1 or height < 1:
+        image.close()
+        raise ImageError(f"{label}: image has no pixels ({width}x{height})")
+    if image.format == "JPEG" and draft_size is not None:
+        image.draft(None, (draft_size, draft_size))
+    try:
+        # Force the full decode now: Image.open is lazy, and truncation only shows up here.
+        image.load()
+    except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, zlib.error, ...
+        image.close()
+        raise ImageError(f"{label}: image data is truncated or corrupt ({error})") from None
+    return _upright(image)
+
+
+def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tensor:
+    with _open_upright(stream, label, draft_size=spec.size) as image:
         image = _to_8bit(image, spec.channels, label)
         # Bilinear with PIL's built-in antialiasing, as torchvision's Resize does (e.g. Omniglot 105 -> 28).
         image = image.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
@@ -165,6 +176,46 @@ def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tens
     if spec.invert:
         tensor = 1.0 - tensor
     return TF.normalize(tensor, mean=list(spec.mean), std=list(spec.std))
+
+
+# Modes whose pixels carry no colour: shown in grey, whatever the model's channel count.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def display_png(data: bytes, max_side: int = 128, name: str | None = None) -> bytes:
+    """A small 8-bit PNG of an image file for showing in a page, from any mode :func:`decode_image` accepts.
+
+    Browsers (and ``st.image``'s JPEG re-encoding) cannot show 16-bit, 32-bit integer or float images, CMYK or
+    palette transparency; this applies the same mode mapping as the model input (16-bit scaled to 8-bit,
+    transparency composited on white, EXIF orientation applied) but keeps colour, and shrinks the image so that
+    its longer side is at most ``max_side`` pixels. Raises :class:`ImageError` like :func:`decode_image`.
+    """
+    label = name or "uploaded image"
+    if not data:
+        raise ImageError(f"{label}: no data (empty file)")
+    with _open_upright(io.BytesIO(bytes(data)), label, draft_size=max_side) as image:
+        grey = image.mode in _GREY_MODES or image.mode.startswith("I;16")
+        shown = _to_8bit(image, 1 if grey else 3, label)
+        shown.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    shown.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def model_input_png(data: bytes, spec: ImageSpec, name: str | None = None) -> bytes:
+    """The image exactly as the model receives it (size, grey or colour, inversion), as an 8-bit PNG.
+
+    :func:`decode_image`'s tensor with the normalisation undone (``x * std + mean``), so a user sees what the
+    checkpoint sees: for Omniglot checkpoints a 28x28 picture with light strokes on black.
+    """
+    tensor = decode_image(data, spec, name=name)
+    std = torch.tensor(spec.std).view(-1, 1, 1)
+    mean = torch.tensor(spec.mean).view(-1, 1, 1)
+    pixels = (tensor * std + mean).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+    image = TF.to_pil_image(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -7,6 +7,7 @@ sessions at once).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -92,6 +93,7 @@ def inner_loop(
     differentiable: bool = True,
     keep_step_params: bool = False,
     record_final: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> InnerResult:
     """Run ``steps`` updates of ``learner.rule`` on the support set.
 
@@ -99,6 +101,7 @@ def inner_loop(
     weights, for a meta-gradient: ``create_graph=True`` also differentiates through the inner gradients
     (second order, MAML eq. 1 with the full Hessian term), ``create_graph=False`` treats them as constants
     (first order). ``differentiable=False`` is the evaluation path: no graph outlives a step.
+    ``on_step(k)`` is called after the k-th update (1-based), for progress reports.
     """
     inner = learner.inner_names
     if differentiable:
@@ -135,6 +138,8 @@ def inner_loop(
         result.traces.append(trace)
         if keep_step_params:
             result.step_params.append(fast)
+        if on_step is not None:
+            on_step(step_index + 1)
     if record_final:
         with torch.no_grad():
             output = forward(learner, fast, support_x)

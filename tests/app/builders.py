@@ -96,3 +96,39 @@ def save_sine_checkpoint(path: Path) -> Path:
     learner = Learner({"name": "mlp", "hidden": [8, 8]}, {"name": "sgd", "lr": 0.01}, task_kind="regression")
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_learner(path, learner, {"name": "tiny-sine", "image": None})
+
+
+def every_mode_image_files(size: int = 36) -> list[tuple[str, bytes]]:
+    """One file per image mode and container ``decode_image`` accepts, each showing a dark cross on light.
+
+    Covers what a user can upload: 8-bit grey/colour with and without alpha, palettes (with transparency),
+    CMYK, 1-bit, 16-bit grey PNG (``I;16``), 32-bit integer and float TIFFs, and a JPEG turned by EXIF.
+    """
+    base = shape_image(2, 0, size)  # "L": dark cross on white
+    grey16 = Image.fromarray(np.asarray(base, dtype=np.uint16) * 257)  # mode I;16
+    assert grey16.mode == "I;16"
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.eval(base, lambda v: 255 if v < 128 else 0))  # transparent paper
+    palette = base.convert("P")
+    palette_transparent = base.convert("P")
+    palette_transparent.info["transparency"] = int(palette_transparent.getpixel((0, 0)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise
+    files = [
+        ("grey.png", encode(base)),
+        ("rgb.jpg", encode(base.convert("RGB"), "JPEG")),
+        ("rgba.png", encode(rgba)),
+        ("la.png", encode(rgba.convert("LA"))),
+        ("palette.gif", encode(palette, "GIF")),
+        ("palette-transparent.png", encode(palette_transparent)),
+        ("cmyk.jpg", encode(base.convert("CMYK"), "JPEG")),
+        ("one-bit.png", encode(base.convert("1"))),
+        ("grey16.png", encode(grey16)),
+        # 32-bit integer images are read in the 16-bit range (decode_image), as many 16-bit TIFFs load as "I".
+        ("int32.tif", encode(Image.fromarray(np.asarray(base, dtype=np.int32) * 257), "TIFF")),
+        ("float.tif", encode(base.convert("F"), "TIFF")),
+        ("rotated.jpg", encode(base.convert("RGB"), "JPEG", exif=exif.tobytes())),
+        ("rgb.webp", encode(base.convert("RGB"), "WEBP")),
+        ("rgb.bmp", encode(base.convert("RGB"), "BMP")),
+    ]
+    return files
