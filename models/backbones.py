@@ -12,6 +12,7 @@ from and why the head can be replaced by one for any number of classes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,6 +21,26 @@ from torch import nn
 
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, affine=True, track_running_stats=False)
+
+
+@dataclass(frozen=True)
+class LayerLabel:
+    """A parameter tensor's readable name (``label``) and its ``depth``: 0 for the layer nearest the input, one
+    more for each layer further along the forward path; a layer's weight and bias share a depth."""
+
+    name: str
+    label: str
+    depth: int
+
+
+def _tensor_role(module: nn.Module, tensor: str) -> str:
+    """What a parameter does in its module: batch norm's pair is a scale (γ) and a shift, the rest weight and bias.
+
+    The shift is not written "β" because the dashboard plots ALFA's β (the weight multiplier) beside these names.
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        return {"weight": "scale (γ)", "bias": "shift"}.get(tensor, tensor)
+    return tensor
 
 
 class Conv4(nn.Module):
@@ -64,6 +85,31 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor, features_only: bool = False) -> torch.Tensor:
         z = self.features(x)
         return z if features_only else self.head(z)
+
+    def layer_labels(self) -> list[LayerLabel]:
+        """Every parameter tensor, input to output: ``features.4.weight`` -> "block 2 conv weight" (depth 1),
+        ``features.5.weight`` -> "block 2 BN scale (γ)", ``head.weight`` -> "head weight" (depth ``n_blocks``)."""
+        modules = dict(self.named_modules())
+        labels = []
+        for name, _ in self.named_parameters():
+            module_name, _, tensor = name.rpartition(".")
+            if module_name == "head":
+                labels.append(LayerLabel(name, f"head {tensor}", self.config["n_blocks"]))
+                continue
+            # features = n_blocks x [conv, BN, leaky ReLU, max-pool], so module index // 4 is the block.
+            module = modules[module_name]
+            block = int(module_name.split(".")[1]) // 4
+            part = "BN" if isinstance(module, nn.BatchNorm2d) else "conv"
+            labels.append(LayerLabel(name, f"block {block + 1} {part} {_tensor_role(module, tensor)}", block))
+        return labels
+
+
+# Readable name of each part of a ResNet12 block and where it sits along the block's main path of three 3x3
+# convolutions; the shortcut's output joins that path at the addition after conv 3, so it takes conv 3's depth.
+_RESIDUAL_BLOCK_PARTS: dict[str, tuple[str, int]] = {
+    "conv1": ("conv 1", 0), "bn1": ("BN 1", 0), "conv2": ("conv 2", 1), "bn2": ("BN 2", 1),
+    "conv3": ("conv 3", 2), "bn3": ("BN 3", 2), "shortcut_conv": ("shortcut conv", 2), "shortcut_bn": ("shortcut BN", 2),
+}
 
 
 class ResidualBlock(nn.Module):
@@ -125,6 +171,26 @@ class ResNet12(nn.Module):
         z = self.features(x)
         return z if features_only else self.head(z)
 
+    def layer_labels(self) -> list[LayerLabel]:
+        """Every parameter tensor, input to output: ``features.1.conv2.weight`` -> "block 2 conv 2 weight",
+        ``features.0.shortcut_bn.weight`` -> "block 1 shortcut BN scale (γ)", ``head.bias`` -> "head bias".
+
+        Depth counts the three convolutions of each block (block b, conv k, both from 1: ``3 (b - 1) + k - 1``);
+        the head comes last.
+        """
+        modules = dict(self.named_modules())
+        labels = []
+        for name, _ in self.named_parameters():
+            module_name, _, tensor = name.rpartition(".")
+            if module_name == "head":
+                labels.append(LayerLabel(name, f"head {tensor}", 3 * len(self.config["widths"])))
+                continue
+            _, block, part = module_name.split(".")
+            words, position = _RESIDUAL_BLOCK_PARTS[part]
+            role = _tensor_role(modules[module_name], tensor)
+            labels.append(LayerLabel(name, f"block {int(block) + 1} {words} {role}", 3 * int(block) + position))
+        return labels
+
 
 class MLP(nn.Module):
     """Regression network of the sine experiments (MAML / ALFA section 4.5): ReLU hidden layers, linear output."""
@@ -150,6 +216,20 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor, features_only: bool = False) -> torch.Tensor:
         z = self.features(x)
         return z if features_only else self.head(z)
+
+    def layer_labels(self) -> list[LayerLabel]:
+        """Every parameter tensor, input to output: ``features.2.weight`` -> "hidden 2 weight" (depth 1),
+        ``head.bias`` -> "head bias" (depth = number of hidden layers)."""
+        labels = []
+        for name, _ in self.named_parameters():
+            module_name, _, tensor = name.rpartition(".")
+            if module_name == "head":
+                labels.append(LayerLabel(name, f"head {tensor}", len(self.config["hidden"])))
+                continue
+            # features = [linear, ReLU] per hidden layer.
+            layer = int(module_name.split(".")[1]) // 2
+            labels.append(LayerLabel(name, f"hidden {layer + 1} {tensor}", layer))
+        return labels
 
 
 BACKBONES: dict[str, type[nn.Module]] = {"conv4": Conv4, "resnet12": ResNet12, "mlp": MLP}

@@ -91,3 +91,41 @@ def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(plain), metadata={"other": json.dumps({})})
     with pytest.raises(CheckpointError, match="no few-shot checkpoint metadata"):
         load_checkpoint(plain)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "conv4", "filters": 4},
+        {"name": "conv4", "filters": 4, "n_blocks": 2},
+        {"name": "resnet12", "widths": [4, 4, 4, 4]},
+        {"name": "mlp", "hidden": [8, 8, 8]},
+    ],
+)
+def test_every_parameter_has_one_readable_label_and_depth_grows_towards_the_head(config):
+    model = build_backbone(config)
+    labels = model.layer_labels()
+    assert [label.name for label in labels] == [name for name, _ in model.named_parameters()]
+    assert len({label.label for label in labels}) == len(labels)
+    assert not any(label.label == label.name for label in labels)
+    depths = [label.depth for label in labels]
+    assert depths[0] == 0 and depths == sorted(depths)
+    assert {label.depth for label in labels if label.name.startswith("head.")} == {max(depths)}
+    by_name = {label.name: label for label in labels}
+    inner = inner_parameter_names(model)
+    assert [by_name[name].depth for name in inner] == sorted(by_name[name].depth for name in inner)
+
+
+def test_readable_labels_name_block_part_and_tensor():
+    conv4 = {label.name: label for label in Conv4(1, 28, 4).layer_labels()}
+    assert conv4["features.4.weight"].label == "block 2 conv weight" and conv4["features.4.weight"].depth == 1
+    assert conv4["features.5.weight"].label == "block 2 BN scale (γ)"
+    assert conv4["features.5.bias"].label == "block 2 BN shift"
+    assert (conv4["head.weight"].label, conv4["head.weight"].depth) == ("head weight", 4)
+    resnet = {label.name: label for label in ResNet12(1, 28, (4, 4, 4, 4)).layer_labels()}
+    assert resnet["features.1.conv2.weight"].label == "block 2 conv 2 weight"
+    assert resnet["features.1.conv2.weight"].depth == 4
+    assert resnet["features.0.shortcut_conv.weight"].label == "block 1 shortcut conv weight"
+    assert resnet["features.0.shortcut_bn.weight"].label == "block 1 shortcut BN scale (γ)"
+    assert resnet["features.0.shortcut_conv.weight"].depth == resnet["features.0.conv3.weight"].depth == 2
+    assert resnet["head.bias"].label == "head bias" and resnet["head.bias"].depth == 12
