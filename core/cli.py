@@ -148,6 +148,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if learner.task_kind != "classification":
         return _die("adapt works with image-classification checkpoints")
     episode = load_episode_folder(args.episode, ImageSpec.from_dict(metadata["image"]))
+    skipped = episode.provenance["skipped_files"]
+    if skipped:
+        # On stderr, so --json output stays one JSON document; the JSON carries the list too.
+        print(f"skipped {len(skipped)} file(s) that are not images by their extension: {', '.join(skipped)}",
+              file=sys.stderr)
     steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
     result = adapt(learner, episode, steps=steps, head_init=args.head_init, device=device)
     names = result.class_names
@@ -159,7 +164,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             row["correct"] = guess == result.query_labels[index]
         rows.append(row)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), **result.to_dict(), "queries": rows}, indent=2))
+        print(json.dumps({"checkpoint": str(args.checkpoint), **result.to_dict(), "queries": rows,
+                          "skipped_files": skipped}, indent=2))
         return 0
     for row in rows:
         mark = "" if "correct" not in row else ("  ok" if row["correct"] else f"  WRONG (is {row['label']})")

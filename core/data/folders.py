@@ -16,6 +16,7 @@ __all__ = [
     "FolderImageSet",
     "MiniImageNetCSVImageSet",
     "list_image_files",
+    "list_skipped_files",
     "load_episode_folder",
 ]
 
@@ -37,6 +38,16 @@ def list_image_files(folder: Path) -> list[Path]:
         p
         for p in folder.iterdir()
         if p.is_file() and not _is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def list_skipped_files(folder: Path) -> list[Path]:
+    """Files directly in ``folder`` that :func:`list_image_files` leaves out for their extension (e.g. ``.svg``),
+    hidden files excepted, sorted: readers report them so nothing is dropped without a word."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not _is_hidden(p) and p.suffix.lower() not in IMAGE_EXTENSIONS
     )
 
 
@@ -88,6 +99,8 @@ class FolderImageSet(_FileListImageSet):
         if not class_dirs:
             raise ValueError(f"{base} has no class folders; expected {base}/<class>/<image files>")
         self._files: dict[str, list[Path]] = {d.name: list_image_files(d) for d in class_dirs}
+        # Files left out for their extension, so the page can list them (a silently smaller class misleads).
+        self.skipped_files: list[Path] = [f for d in class_dirs for f in list_skipped_files(d)]
         empty = [str(d) for d in class_dirs if not self._files[d.name]]
         if empty:
             raise ValueError(
@@ -151,7 +164,8 @@ def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:
     """Read a user-made episode: ``support/<label>/<images>`` plus ``query/<label>/<images>`` (labelled) or
     ``query/<images>`` (unlabelled, ``query_labels`` is ``None``).
 
-    Class names are the support label folders, sorted. Every image is decoded before anything is
+    Class names are the support label folders, sorted. Files that are not images by their extension are left
+    out and listed in ``provenance["skipped_files"]`` (relative paths). Every image is decoded before anything is
     returned; all unreadable files are reported together in one :class:`ImageError`. Structural problems
     (missing folders, fewer than two classes, empty classes, unknown query labels) raise ``ValueError``.
     """
@@ -205,6 +219,8 @@ def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:
         raise ValueError(f"{query_dir} has no query images")
 
     support_pairs = [(f, label_of[c]) for c in class_names for f in support_files[c]]
+    skipped = [*(f for d in class_dirs for f in list_skipped_files(d)), *list_skipped_files(query_dir),
+               *(f for d in query_label_dirs for f in list_skipped_files(d))]
     decoded: dict[Path, torch.Tensor] = {}
     problems: list[str] = []
     for file, _ in support_pairs + query_files:
@@ -223,5 +239,9 @@ def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:
         class_names=class_names,
         support_sources=[str(f) for f, _ in support_pairs],
         query_sources=[str(f) for f, _ in query_files],
-        provenance={"source": "folder", "path": str(root)},
+        provenance={
+            "source": "folder",
+            "path": str(root),
+            "skipped_files": [str(f.relative_to(root)) for f in sorted(skipped)],
+        },
     )
