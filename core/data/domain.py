@@ -70,10 +70,11 @@ def domain_warnings(data: bytes, name: str, spec: ImageSpec, domain: StrokeDomai
     mean = torch.tensor(spec.mean).view(-1, 1, 1)
     ink, border_ink = ink_statistics((tensor * std + mean).clamp(0.0, 1.0))
     if border_ink > domain.max_border_ink and ink > 0.5:
-        return [
+        reversed_colours = (
             f"{name} looks like light strokes on a dark background. The checkpoint learned dark strokes on light "
             f"paper ({domain.dataset}), so it sees this image with its colours reversed; draw dark on light."
-        ]
+        )
+        return [reversed_colours]
     warnings = []
     if ink > domain.max_ink:
         warnings.append(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 from core.cli import main
 from core.data import FolderImageSet, ImageSpec, load_episode_folder
 from tests.app.builders import save_tiny_checkpoint, shape_image
