@@ -5,11 +5,17 @@ the dashboard can read the history cheaply. Start with :class:`Store`.
 """
 
 from core.store.database import DATABASE_URL_ENV, default_database_url
+from core.store.export import CSV_ROW_KINDS, PREDICTION_CSV_COLUMNS, TRACE_CSV_COLUMNS, run_detail_to_dict
 from core.store.records import (
     JOB_STATUSES,
+    MAX_NAME_LENGTH,
+    MAX_NOTE_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
     ROLES,
     RUN_STATUSES,
     SOURCES,
+    TAG_CHARACTERS,
     AdaptationDetail,
     AdaptationInput,
     CheckpointInfo,
@@ -21,22 +27,22 @@ from core.store.records import (
     RunInput,
     RunSummary,
 )
-from core.store.store import (
-    DEFAULT_DATABASE_URL,
-    PREDICTION_CSV_COLUMNS,
-    TRACE_CSV_COLUMNS,
-    Store,
-    run_detail_to_dict,
-)
+from core.store.store import DEFAULT_DATABASE_URL, Store
 
 __all__ = [
+    "CSV_ROW_KINDS",
     "DATABASE_URL_ENV",
     "DEFAULT_DATABASE_URL",
     "JOB_STATUSES",
+    "MAX_NAME_LENGTH",
+    "MAX_NOTE_LENGTH",
+    "MAX_TAGS",
+    "MAX_TAG_LENGTH",
     "PREDICTION_CSV_COLUMNS",
     "ROLES",
     "RUN_STATUSES",
     "SOURCES",
+    "TAG_CHARACTERS",
     "TRACE_CSV_COLUMNS",
     "AdaptationDetail",
     "AdaptationInput",

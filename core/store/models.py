@@ -90,6 +90,8 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A small display PNG (revision 0003), deferred like the bytes; None for images stored before it existed.
+    preview: Mapped[bytes | None] = mapped_column(ImageBytes, deferred=True)
 
 
 class Checkpoint(Base):
@@ -137,6 +139,9 @@ class Run(Base):
     class_names: Mapped[list[str]] = mapped_column(JSON)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(Text)
+    # Revision 0003. The server default fills the tags of runs stored before it (and keeps ADD COLUMN cheap).
+    name: Mapped[str | None] = mapped_column(String(100))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     checkpoint: Mapped[Checkpoint | None] = relationship(lazy="raise")
     # passive_deletes: the database's ON DELETE CASCADE removes children; the ORM need not load them first.

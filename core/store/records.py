@@ -14,18 +14,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-Source = Literal["benchmark", "upload", "folder"]
+Source = Literal["benchmark", "upload", "folder", "drawing", "camera"]
 Role = Literal["support", "query"]
 RunStatus = Literal["succeeded", "failed"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
-SOURCES: tuple[str, ...] = ("benchmark", "upload", "folder")
+SOURCES: tuple[str, ...] = ("benchmark", "upload", "folder", "drawing", "camera")
 ROLES: tuple[str, ...] = ("support", "query")
 RUN_STATUSES: tuple[str, ...] = ("succeeded", "failed")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 
 # Layer name of the step-level trace rows (support loss/accuracy); real tensor names are never empty.
 STEP_LEVEL_LAYER = ""
+
+# Limits on what users give runs (``Store.update_run``, ``RunInput``). Tags are plain ASCII words so that a tag
+# is stored in the JSON list exactly as ``"tag"`` on every database (the tag filter relies on that).
+MAX_NAME_LENGTH = 100
+MAX_NOTE_LENGTH = 10_000
+MAX_TAG_LENGTH = 40
+MAX_TAGS = 20
+TAG_CHARACTERS = "letters A-Z and a-z, digits and - _ . : / +"
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -40,6 +48,8 @@ class ImageInput:
     width: int
     height: int
     source_name: str  # file name or dataset-relative path, kept per episode item
+    # A small display PNG of the image, made by ``core.data``; the store keeps the bytes and never decodes them.
+    preview: bytes | None = None
 
 
 @dataclass
@@ -127,6 +137,8 @@ class RunInput:
     config: dict[str, Any]  # anything else worth keeping (head_init, ...); must be JSON-serialisable
     items: list[EpisodeItemInput]
     note: str | None = None
+    name: str | None = None  # a short name the user gives the run (at most MAX_NAME_LENGTH characters)
+    tags: list[str] = field(default_factory=list)  # see MAX_TAGS, MAX_TAG_LENGTH, TAG_CHARACTERS
 
 
 # -------------------------------------------------------------------------------------------- outputs
@@ -153,6 +165,7 @@ class RunSummary:
 
     ``rules`` lists the adaptations in run order; ``accuracies`` maps each rule to its accuracy (if a rule
     was adapted twice in one run, the later adaptation wins there; ``RunDetail.adaptations`` has both).
+    ``steps`` is the number of inner steps the run asked for; ``name``/``tags``/``note`` are the user's.
     """
 
     id: int
@@ -171,6 +184,9 @@ class RunSummary:
     device: str
     error: str | None
     note: str | None
+    steps: int
+    name: str | None
+    tags: list[str]
 
 
 @dataclass(frozen=True)
@@ -213,7 +229,6 @@ class RunDetail(RunSummary):
     """A whole run: the summary plus the episode and every adaptation with its traces and predictions."""
 
     seed: int | None
-    steps: int
     class_names: list[str]
     config: dict[str, Any]
     checkpoint: CheckpointInfo | None  # None when the run had none or its row was deleted

@@ -6,22 +6,21 @@ timeout on every connection. The schema is owned by the Alembic migrations under
 
 from __future__ import annotations
 
-import csv
+import enum
 import hashlib
-import io
-import json
 import math
+import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, insert, select
+from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, cast, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload, selectinload, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, defer, joinedload, selectinload, sessionmaker
 
 from core.store.database import create_store_engine, default_database_url, upgrade
+from core.store.export import predictions_csv, runs_csv, runs_json
 from core.store.models import (
     Adaptation,
     Checkpoint,
@@ -35,41 +34,44 @@ from core.store.models import (
 )
 from core.store.records import (
     JOB_STATUSES,
+    MAX_NAME_LENGTH,
+    MAX_NOTE_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
     ROLES,
     SOURCES,
     STEP_LEVEL_LAYER,
+    TAG_CHARACTERS,
     AdaptationDetail,
     AdaptationInput,
     CheckpointInfo,
     CheckpointInput,
-    EpisodeItem as EpisodeItemRecord,
     ImageInput,
     RunDetail,
     RunInput,
     RunSummary,
 )
+from core.store.records import (
+    EpisodeItem as EpisodeItemRecord,
+)
 
 DEFAULT_DATABASE_URL = default_database_url()
-
-# Columns of ``export_runs(ids, "csv")``: one row per (run, adaptation, step, layer). A row whose ``layer`` is
-# empty is the step-level row carrying support_loss/support_accuracy (steps + 1 of them per adaptation);
-# the other rows carry one tensor's alpha/beta at that step. A run without adaptations gets one row with
-# only its run columns. ``adaptation`` is the adaptation's position within the run.
-TRACE_CSV_COLUMNS: tuple[str, ...] = (
-    "run_id", "created_at", "source", "dataset", "split", "n_way", "k_shot", "n_query", "checkpoint_name",
-    "device", "status", "adaptation", "rule", "rule_label", "steps", "head_init", "accuracy", "query_loss",
-    "seconds", "step", "layer", "alpha", "beta", "support_loss", "support_accuracy",
-)
-# Columns of ``export_predictions_csv``: one row per (run, adaptation, query). ``probabilities`` is a JSON
-# list in class order; ``truth``/``truth_class``/``correct`` are empty for an unlabelled query.
-PREDICTION_CSV_COLUMNS: tuple[str, ...] = (
-    "run_id", "adaptation", "rule", "rule_label", "query_position", "source_name", "predicted",
-    "predicted_class", "truth", "truth_class", "correct", "confidence", "probabilities",
-)
 
 # Kept well under SQLite's limit on bound parameters per statement.
 _IN_CHUNK = 500
 
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9_.:/+-]+")
+
+
+class _Keep(enum.Enum):
+    """Marks an argument of :meth:`Store.update_run` that was not given (None means "clear")."""
+
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP
+
+# Filter widgets' columns; "tag" is special: its values are the union of every run's tags.
 _DISTINCT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "source": Run.source,
     "dataset": Run.dataset,
@@ -82,6 +84,7 @@ _DISTINCT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
     "rule": Adaptation.rule,
     "rule_label": Adaptation.rule_label,
     "head_init": Adaptation.head_init,
+    "tag": Run.tags,
 }
 
 _DETAIL_OPTIONS = (
@@ -89,6 +92,12 @@ _DETAIL_OPTIONS = (
     selectinload(Run.items).joinedload(EpisodeItem.image),  # Image.data is deferred: no bytes loaded
     selectinload(Run.adaptations).selectinload(Adaptation.traces),
     selectinload(Run.adaptations).selectinload(Adaptation.predictions),
+)
+# A history line needs neither the run's config nor its class names (both can be long).
+_SUMMARY_OPTIONS = (
+    defer(Run.config, raiseload=True),
+    defer(Run.class_names, raiseload=True),
+    selectinload(Run.adaptations),
 )
 
 
@@ -162,8 +171,10 @@ class Store:
         total_seconds: float | None,
     ) -> int:
         query_positions = _validate(run, adaptations)
+        name, tags, note = _clean_name(run.name), _clean_tags(run.tags), _clean_note(run.note)
         with self._sessions.begin() as session:
             run_row = self._add_run(session, run, status=status, error=error, total_seconds=total_seconds)
+            run_row.name, run_row.tags, run_row.note = name, tags, note  # as cleaned above, before writing
             self._add_adaptations(session, run_row, adaptations, query_positions)
             session.flush()
             return run_row.id
@@ -191,7 +202,6 @@ class Store:
             total_seconds=total_seconds,
             class_names=list(run.class_names),
             config=run.config,
-            note=run.note,
             items=[
                 EpisodeItem(
                     role=item.role,
@@ -225,27 +235,91 @@ class Store:
             for position, adaptation in enumerate(adaptations)
         ]
 
-    def set_note(self, run_id: int, note: str | None) -> None:
-        """Replace the free-text note of a run (KeyError if there is no such run)."""
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        name: str | None | _Keep = KEEP,
+        tags: Iterable[str] | _Keep = KEEP,
+        note: str | None | _Keep = KEEP,
+    ) -> RunSummary:
+        """Change the user's name, tags and/or note of a run; returns the updated summary.
+
+        Only the given arguments change; ``None`` (or an empty string) clears a name or note, ``[]`` the tags.
+        Names and notes are stripped of surrounding spaces; tags too, and repeated tags are kept once.
+        ``ValueError`` (nothing changed) for a name over ``MAX_NAME_LENGTH`` characters, a note over
+        ``MAX_NOTE_LENGTH``, more than ``MAX_TAGS`` tags, or a tag over ``MAX_TAG_LENGTH`` characters or with
+        other characters than ``TAG_CHARACTERS``; ``TypeError`` for tags that are not a list of strings;
+        ``KeyError`` if there is no such run.
+        """
+        changes: dict[str, Any] = {}
+        if name is not KEEP:
+            changes["name"] = _clean_name(name)
+        if tags is not KEEP:
+            changes["tags"] = _clean_tags(tags)
+        if note is not KEEP:
+            changes["note"] = _clean_note(note)
         with self._sessions.begin() as session:
-            run_row = session.get(Run, run_id)
+            run_row = session.get(Run, run_id, options=_SUMMARY_OPTIONS)
             if run_row is None:
                 raise KeyError(f"no run with id {run_id} in the store")
-            run_row.note = note
+            for attribute, value in changes.items():
+                setattr(run_row, attribute, value)
+            session.flush()
+            return RunSummary(**_summary_fields(run_row))
 
     # ----------------------------------------------------------------------------------------- reading
 
     def get_run(self, run_id: int) -> RunDetail:
         """The whole run as saved; ``KeyError`` if there is no run with this id."""
-        return self._details([run_id])[0]
+        return self.get_runs([run_id])[0]
+
+    def get_runs(self, ids: Iterable[int]) -> list[RunDetail]:
+        """Whole runs in the order of ``ids`` (``KeyError`` naming every absent id).
+
+        One query per table whatever the number of runs (up to 500 ids per query), never one per run.
+        """
+        ids = list(ids)
+        found: dict[int, RunDetail] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(ids))):
+                for run_row in session.scalars(select(Run).where(Run.id.in_(chunk)).options(*_DETAIL_OPTIONS)):
+                    found[run_row.id] = _detail(run_row)
+        missing = [run_id for run_id in ids if run_id not in found]
+        if missing:
+            raise KeyError(f"no run with id {', '.join(map(str, missing))} in the store")
+        return [found[run_id] for run_id in ids]
 
     def get_image(self, sha256: str) -> tuple[bytes, str]:
         """``(bytes, mime)`` of a stored image; ``KeyError`` if absent."""
-        with self._sessions() as session:
-            found = session.execute(select(Image.data, Image.mime).where(Image.sha256 == sha256)).one_or_none()
-        if found is None:
+        found = self.get_images([sha256])
+        if sha256 not in found:
             raise KeyError(f"no image with sha256 {sha256} in the store")
-        return found.data, found.mime
+        return found[sha256]
+
+    def get_images(self, sha256s: Iterable[str]) -> dict[str, tuple[bytes, str]]:
+        """``{sha256: (bytes, mime)}`` of the stored images among ``sha256s`` (absent ones are left out).
+
+        One query for up to 500 images (a whole episode), not one per image.
+        """
+        found: dict[str, tuple[bytes, str]] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(sha256s))):
+                for row in session.execute(select(Image.sha256, Image.data, Image.mime).where(Image.sha256.in_(chunk))):
+                    found[row.sha256] = (row.data, row.mime)
+        return found
+
+    def get_previews(self, sha256s: Iterable[str]) -> dict[str, bytes | None]:
+        """``{sha256: preview PNG}`` of the stored images among ``sha256s``; None where an image has none.
+
+        Absent images are left out. One query for up to 500 images, and no image bytes are read.
+        """
+        found: dict[str, bytes | None] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(dict.fromkeys(sha256s))):
+                for row in session.execute(select(Image.sha256, Image.preview).where(Image.sha256.in_(chunk))):
+                    found[row.sha256] = row.preview
+        return found
 
     def list_runs(
         self,
@@ -260,6 +334,8 @@ class Store:
         rule: str | Collection[str] | None = None,
         min_accuracy: float | None = None,
         status: str | Collection[str] | None = None,
+        tag: str | Collection[str] | None = None,
+        name_contains: str | None = None,
         limit: int | None = 500,
     ) -> list[RunSummary]:
         """Runs matching every given filter, newest first (at most ``limit``; None for all).
@@ -267,6 +343,8 @@ class Store:
         ``None`` leaves a filter out; a collection matches any of its values (an empty one matches nothing).
         ``since``/``until`` are inclusive bounds on ``created_at`` (naive datetimes are taken as UTC).
         ``min_accuracy``: some adaptation reached it; with ``rule`` too, an adaptation of that rule did.
+        ``tag``: the run has that tag (any of them, for a collection). ``name_contains``: the run's name
+        contains this text, ignoring case (an empty text leaves the filter out).
         """
         conditions: list[ColumnElement[bool]] = []
         if since is not None:
@@ -290,12 +368,11 @@ class Store:
             adaptation_conditions.append(Adaptation.accuracy >= min_accuracy)
         if adaptation_conditions:
             conditions.append(Run.adaptations.any(and_(*adaptation_conditions)))
-        query = (
-            select(Run)
-            .where(*conditions)
-            .order_by(Run.created_at.desc(), Run.id.desc())
-            .options(selectinload(Run.adaptations))
-        )
+        if tag is not None:
+            conditions.append(_has_any_tag([tag] if isinstance(tag, str) else list(tag)))
+        if name_contains:
+            conditions.append(Run.name.icontains(name_contains, autoescape=True))
+        query = select(Run).where(*conditions).order_by(Run.created_at.desc(), Run.id.desc()).options(*_SUMMARY_OPTIONS)
         if limit is not None:
             query = query.limit(limit)
         with self._sessions() as session:
@@ -305,12 +382,16 @@ class Store:
         """The distinct non-null values of a filterable column, sorted (for filter widgets).
 
         Columns: source, dataset, split, checkpoint_name, status, device, n_way, k_shot, rule, rule_label,
-        head_init.
+        head_init, and tag (every tag any run has).
         """
         column = _DISTINCT_COLUMNS.get(column_name)
         if column is None:
             raise ValueError(f"unknown column {column_name!r}; choose from {', '.join(_DISTINCT_COLUMNS)}")
         with self._sessions() as session:
+            if column_name == "tag":
+                # Tags live in one JSON list per run: the distinct lists, then their union.
+                lists = session.scalars(select(Run.tags).distinct())
+                return sorted({tag for tags in lists for tag in tags or []})
             return list(session.scalars(select(column).distinct().where(column.is_not(None)).order_by(column)))
 
     # ------------------------------------------------------------------------------ deleting, exporting
@@ -344,32 +425,16 @@ class Store:
 
         ``json``: a list of :func:`run_detail_to_dict` objects (everything but image bytes; non-finite
         floats become null). ``csv``: one row per (run, adaptation, step, layer), columns
-        ``TRACE_CSV_COLUMNS``.
+        ``TRACE_CSV_COLUMNS``, each row's ``row_kind`` saying what it is (see ``core.store.export``).
         """
         if fmt not in ("json", "csv"):
             raise ValueError(f"unknown export format {fmt!r}; use 'json' or 'csv'")
-        details = self._details(list(ids))
-        if fmt == "json":
-            return json.dumps([run_detail_to_dict(d) for d in details], indent=2, allow_nan=False).encode()
-        return _csv_bytes(TRACE_CSV_COLUMNS, (row for detail in details for row in _trace_csv_rows(detail)))
+        details = self.get_runs(ids)
+        return runs_json(details) if fmt == "json" else runs_csv(details)
 
     def export_predictions_csv(self, ids: Iterable[int]) -> bytes:
         """One CSV row per prediction of the given runs, columns ``PREDICTION_CSV_COLUMNS``."""
-        details = self._details(list(ids))
-        return _csv_bytes(
-            PREDICTION_CSV_COLUMNS, (row for detail in details for row in _prediction_csv_rows(detail))
-        )
-
-    def _details(self, ids: list[int]) -> list[RunDetail]:
-        found: dict[int, RunDetail] = {}
-        with self._sessions() as session:
-            for chunk in _chunks(list(dict.fromkeys(ids))):
-                for run_row in session.scalars(select(Run).where(Run.id.in_(chunk)).options(*_DETAIL_OPTIONS)):
-                    found[run_row.id] = _detail(run_row)
-        missing = [run_id for run_id in ids if run_id not in found]
-        if missing:
-            raise KeyError(f"no run with id {', '.join(map(str, missing))} in the store")
-        return [found[run_id] for run_id in ids]
+        return predictions_csv(self.get_runs(ids))
 
     # -------------------------------------------------------------------------------------------- jobs
 
@@ -417,23 +482,6 @@ class Store:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def run_detail_to_dict(detail: RunDetail) -> dict[str, Any]:
-    """A JSON-ready dict of a run: datetimes as ISO 8601 strings, NaN and infinities as None."""
-    return _json_ready(asdict(detail))
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _validate(run: RunInput, adaptations: Sequence[AdaptationInput]) -> list[int]:
@@ -488,6 +536,47 @@ def _validate_adaptation(adaptation: AdaptationInput, n_queries: int) -> None:
                 raise ValueError(f"adaptation {name}: step {step} layer {layer} needs exactly alpha and beta")
 
 
+def _clean_name(name: str | None) -> str | None:
+    name = (name or "").strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"a run name can have at most {MAX_NAME_LENGTH} characters; this one has {len(name)}")
+    return name or None
+
+
+def _clean_note(note: str | None) -> str | None:
+    note = (note or "").strip()
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ValueError(f"a note can have at most {MAX_NOTE_LENGTH} characters; this one has {len(note)}")
+    return note or None
+
+
+def _clean_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of words, not one string ({tags!r})")
+    cleaned: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"a tag must be text, not {tag!r}")
+        tag = tag.strip()
+        if not tag or tag in cleaned:
+            continue
+        if len(tag) > MAX_TAG_LENGTH:
+            raise ValueError(f"tag {tag!r} is too long: at most {MAX_TAG_LENGTH} characters")
+        if not _TAG_PATTERN.fullmatch(tag):
+            raise ValueError(f"tag {tag!r} may only contain {TAG_CHARACTERS} (no spaces)")
+        cleaned.append(tag)
+    if len(cleaned) > MAX_TAGS:
+        raise ValueError(f"a run can have at most {MAX_TAGS} tags, not {len(cleaned)}")
+    return cleaned
+
+
+def _has_any_tag(tags: list[str]) -> ColumnElement[bool]:
+    # Tags are plain ASCII words (_clean_tags), so a run has a tag exactly when its JSON list's text contains the
+    # tag in quotes, on every database; LIKE wildcards in the tag are escaped.
+    text = cast(Run.tags, String)
+    return or_(*(text.contains(f'"{tag}"', autoescape=True) for tag in tags)) if tags else or_(False)
+
+
 def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> Checkpoint:
     """The row of this checkpoint file, created or refreshed with the latest name, path and metadata."""
     row = session.scalars(select(Checkpoint).where(Checkpoint.file_sha256 == checkpoint.file_sha256)).one_or_none()
@@ -504,9 +593,10 @@ def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> Checkpo
 
 
 def _insert_missing_images(session: Session, images: Iterable[tuple[str, ImageInput]]) -> None:
+    """Insert the images not stored yet; give a preview to a stored image that has none when one comes."""
     rows: dict[str, dict[str, Any]] = {}
     for sha256, image in images:
-        rows.setdefault(
+        row = rows.setdefault(
             sha256,
             {
                 "sha256": sha256,
@@ -516,10 +606,26 @@ def _insert_missing_images(session: Session, images: Iterable[tuple[str, ImageIn
                 "height": image.height,
                 "size_bytes": len(image.data),
                 "created_at": utcnow(),
+                "preview": image.preview,
             },
         )
+        if row["preview"] is None:
+            row["preview"] = image.preview
     if not rows:
         return
+    _insert_images(session, rows)
+    previews = [{"key": sha256, "new_preview": row["preview"]} for sha256, row in rows.items() if row["preview"]]
+    if previews:
+        images_table = Image.__table__
+        session.execute(
+            update(images_table)
+            .where(images_table.c.sha256 == bindparam("key"), images_table.c.preview.is_(None))
+            .values(preview=bindparam("new_preview")),
+            previews,
+        )
+
+
+def _insert_images(session: Session, rows: dict[str, dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
     # ON CONFLICT DO NOTHING where available: another process may store the same image at the same moment.
     if dialect == "sqlite":
@@ -601,6 +707,9 @@ def _summary_fields(run_row: Run) -> dict[str, Any]:
         "device": run_row.device,
         "error": run_row.error,
         "note": run_row.note,
+        "steps": run_row.steps,
+        "name": run_row.name,
+        "tags": list(run_row.tags or []),
     }
 
 
@@ -609,7 +718,6 @@ def _detail(run_row: Run) -> RunDetail:
     return RunDetail(
         **_summary_fields(run_row),
         seed=run_row.seed,
-        steps=run_row.steps,
         class_names=list(run_row.class_names),
         config=run_row.config,
         checkpoint=None
@@ -668,85 +776,3 @@ def _adaptation_detail(adaptation: Adaptation) -> AdaptationDetail:
         support_accuracy=support_accuracy,
         traces=traces,
     )
-
-
-def _csv_bytes(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
-
-
-def _trace_csv_rows(detail: RunDetail) -> Iterator[dict[str, Any]]:
-    run_columns = {
-        "run_id": detail.id,
-        "created_at": detail.created_at.isoformat(),
-        "source": detail.source,
-        "dataset": detail.dataset,
-        "split": detail.split,
-        "n_way": detail.n_way,
-        "k_shot": detail.k_shot,
-        "n_query": detail.n_query,
-        "checkpoint_name": detail.checkpoint_name,
-        "device": detail.device,
-        "status": detail.status,
-    }
-    if not detail.adaptations:
-        yield run_columns
-        return
-    for position, adaptation in enumerate(detail.adaptations):
-        columns = {
-            **run_columns,
-            "adaptation": position,
-            "rule": adaptation.rule,
-            "rule_label": adaptation.rule_label,
-            "steps": adaptation.steps,
-            "head_init": adaptation.head_init,
-            "accuracy": adaptation.accuracy,
-            "query_loss": adaptation.query_loss,
-            "seconds": adaptation.seconds,
-        }
-        for step in range(max(len(adaptation.support_loss), len(adaptation.traces))):
-            if step < len(adaptation.support_loss):
-                yield {
-                    **columns,
-                    "step": step,
-                    "layer": STEP_LEVEL_LAYER,
-                    "support_loss": adaptation.support_loss[step],
-                    "support_accuracy": adaptation.support_accuracy[step],
-                }
-            if step < len(adaptation.traces):
-                for layer, values in adaptation.traces[step].items():
-                    yield {**columns, "step": step, "layer": layer, "alpha": values["alpha"], "beta": values["beta"]}
-
-
-def _prediction_csv_rows(detail: RunDetail) -> Iterator[dict[str, Any]]:
-    query_names = {item.position: item.source_name for item in detail.items if item.role == "query"}
-    query_positions = sorted(query_names)  # predictions were stored in this order
-
-    def class_name(index: int | None) -> str | None:
-        if index is None or not 0 <= index < len(detail.class_names):
-            return None
-        return detail.class_names[index]
-
-    for position, adaptation in enumerate(detail.adaptations):
-        truths = adaptation.truths or [None] * len(adaptation.predictions)
-        for query_position, predicted, probabilities, truth, confidence in zip(
-            query_positions, adaptation.predictions, adaptation.probabilities, truths, adaptation.confidences
-        ):
-            yield {
-                "run_id": detail.id,
-                "adaptation": position,
-                "rule": adaptation.rule,
-                "rule_label": adaptation.rule_label,
-                "query_position": query_position,
-                "source_name": query_names[query_position],
-                "predicted": predicted,
-                "predicted_class": class_name(predicted),
-                "truth": truth,
-                "truth_class": class_name(truth),
-                "correct": None if truth is None else int(predicted == truth),
-                "confidence": confidence,
-                "probabilities": json.dumps(probabilities),
-            }

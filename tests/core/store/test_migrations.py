@@ -26,10 +26,12 @@ from .helpers import row_counts
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_the_revisions_are_0001_then_0002() -> None:
+def test_the_revisions_are_0001_0002_then_0003() -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    assert [revision.revision for revision in script.walk_revisions()] == ["0002_notes_and_jobs", "0001_initial"]
-    assert HEAD == "0002_notes_and_jobs"
+    assert [revision.revision for revision in script.walk_revisions()] == [
+        "0003_names_tags_previews", "0002_notes_and_jobs", "0001_initial"
+    ]
+    assert HEAD == "0003_names_tags_previews"
 
 
 def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
@@ -90,11 +92,48 @@ def test_an_older_database_is_upgraded_with_its_data(db_url: str) -> None:
         assert (stored.support_loss, stored.support_accuracy) == ([0.7, 0.2], [0.5, 1.0])
         assert (stored.predictions, stored.probabilities, stored.truths) == ([1], [[0.25, 0.75]], None)
         # What 0002 added works on the upgraded database.
-        store.set_note(7, "kept from before")
+        store.update_run(7, note="kept from before")
         assert store.get_run(7).note == "kept from before"
         assert store.get_job(store.create_job("rerun", {"run_id": 7}))["payload"] == {"run_id": 7}
         new_id = store.save_run(run_input(), [adaptation()], total_seconds=None)
         assert new_id > 7
+
+
+def test_a_0002_database_with_a_run_is_upgraded_to_names_tags_and_previews(db_url: str) -> None:
+    with Store(db_url, migrate=False) as old:
+        upgrade(old.engine, "0002_notes_and_jobs")
+        assert "tags" not in {column["name"] for column in inspect(old.engine).get_columns("runs")}
+        assert "preview" not in {column["name"] for column in inspect(old.engine).get_columns("images")}
+        with old.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO images (sha256, bytes, mime, width, height, size_bytes, created_at) "
+                "VALUES (:sha, :data, 'image/png', 28, 28, 3, '2025-01-02 03:04:05')"
+            ), {"sha": "b" * 64, "data": b"png"})
+            connection.execute(text(
+                "INSERT INTO runs (id, created_at, source, dataset, split, n_way, k_shot, n_query, seed,"
+                " checkpoint_id, checkpoint_name, device, status, error, steps, total_seconds, class_names, config,"
+                " note) VALUES (4, '2025-01-02 03:04:05', 'upload', NULL, NULL, 1, 1, 1, NULL, NULL, 'old', 'cpu',"
+                " 'succeeded', NULL, 2, NULL, '[\"cat\"]', '{}', 'from 0002')"
+            ))
+            connection.execute(text(
+                "INSERT INTO episode_items (run_id, role, position, label, image_sha256, source_name) VALUES"
+                " (4, 'support', 0, 0, :sha, 'cat.png'), (4, 'query', 0, 0, :sha, 'cat2.png')"
+            ), {"sha": "b" * 64})
+        before = row_counts(old)
+
+    with Store(db_url) as store:
+        assert current_revision(store.engine) == HEAD
+        assert row_counts(store) == before
+        [summary] = store.list_runs()
+        assert (summary.id, summary.name, summary.tags, summary.note, summary.steps) == (4, None, [], "from 0002", 2)
+        assert store.get_previews(["b" * 64]) == {"b" * 64: None}
+        assert store.get_images(["b" * 64]) == {"b" * 64: (b"png", "image/png")}
+        # The new columns work on the upgraded run, and AUTOINCREMENT survived (no table was copied).
+        store.update_run(4, name="first try", tags=["old", "v1"])
+        assert [s.id for s in store.list_runs(tag="v1", name_contains="FIRST")] == [4]
+        with store.engine.connect() as connection:
+            create_runs = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'runs'").scalar()
+        assert "AUTOINCREMENT" in create_runs
 
 
 def test_the_models_match_the_migrated_schema(store: Store) -> None:

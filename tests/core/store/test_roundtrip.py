@@ -133,7 +133,7 @@ def test_missing_run_and_image_raise_key_error(store: Store) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda run, a: setattr(run, "source", "camera"), "unknown run source"),
+        (lambda run, a: setattr(run, "source", "webcam"), "unknown run source"),
         (lambda run, a: setattr(run.items[0], "role", "train"), "unknown episode item role"),
         (lambda run, a: setattr(run.items[1], "position", 0), "two support items at position 0"),
         (lambda run, a: setattr(run.items[0], "label", None), "support item 0 has no label"),
