@@ -28,6 +28,7 @@ __all__ = [
     "decode_image",
     "display_png",
     "model_input_png",
+    "preview_png",
 ]
 
 # Largest image (width * height) we agree to decode. Read at call time so tests and callers can lower it.
@@ -200,6 +201,28 @@ def display_png(data: bytes, max_side: int = 128, name: str | None = None) -> by
     buffer = io.BytesIO()
     shown.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+# What every browser shows as it is (and st.image passes through without re-encoding trouble).
+_BROWSER_FORMATS = frozenset({"PNG", "JPEG", "GIF", "WEBP"})
+_BROWSER_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
+
+
+def preview_png(data: bytes, max_side: int = 128, name: str | None = None) -> bytes | None:
+    """The display copy to store beside an image: ``None`` when the file itself is small and browser-ready
+    (8-bit PNG/JPEG/GIF/WebP, upright, at most ``max_side`` pixels), else :func:`display_png`."""
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as image:
+            orientation = image.getexif().get(0x0112, 1)
+            ready = (
+                image.format in _BROWSER_FORMATS
+                and image.mode in _BROWSER_MODES
+                and max(image.size) <= max_side
+                and orientation in (None, 1)
+            )
+    except Exception:  # noqa: BLE001 - unreadable here means display_png gives the precise ImageError
+        ready = False
+    return None if ready else display_png(data, max_side=max_side, name=name)
 
 
 def model_input_png(data: bytes, spec: ImageSpec, name: str | None = None) -> bytes:

@@ -7,24 +7,30 @@ Only the plain record dataclasses are used here: nothing in this module touches 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from core.data.domain import StrokeDomain, domain_warnings
 from core.data.episode import Episode
-from core.data.images import ImageError, ImageSpec, decode_image
+from core.data.images import ImageError, ImageSpec, decode_image, preview_png
 from core.store.records import EpisodeItemInput, ImageInput
 
 __all__ = [
     "DEFAULT_MAX_UPLOAD_MB",
     "MAX_UPLOAD_BYTES",
     "MAX_UPLOAD_ENV",
+    "ImageRef",
+    "duplicate_warnings",
     "episode_from_uploads",
+    "image_warnings",
     "image_input",
     "items_from_benchmark",
     "max_upload_bytes",
@@ -88,7 +94,68 @@ def image_input(
             orientation = 1
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: the upright image is transposed
         width, height = height, width
-    return tensor, ImageInput(data=data, mime=mime, width=width, height=height, source_name=name)
+    preview = preview_png(data, name=name)
+    return tensor, ImageInput(data=data, mime=mime, width=width, height=height, source_name=name, preview=preview)
+
+
+def image_warnings(data: bytes, name: str, spec: ImageSpec, domain: StrokeDomain | None = None) -> list[str]:
+    """What may mislead about one accepted image, in words: too small for the model's input (it is enlarged
+    and blurred), or unlike the checkpoint's training drawings (``domain``, see :mod:`core.data.domain`)."""
+    warnings = []
+    with Image.open(io.BytesIO(bytes(data))) as image:
+        width, height = image.size
+        try:
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+        except Exception:  # noqa: BLE001 - a malformed EXIF block: the stored orientation is what is decoded
+            pass
+    if min(width, height) < spec.size:
+        warnings.append(
+            f"{name} is only {width}×{height} pixels; the model enlarges it to {spec.size}×{spec.size} and sees "
+            "a blurred copy."
+        )
+    if domain is not None:
+        warnings.extend(domain_warnings(data, name, spec, domain))
+    return warnings
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one image of a user episode is: its role, its class (support) and file name, and its hash."""
+
+    role: str  # "support" or "query"
+    name: str
+    sha256: str
+    class_name: str | None = None
+
+    @classmethod
+    def of(cls, role: str, name: str, data: bytes, class_name: str | None = None) -> ImageRef:
+        return cls(role, name, hashlib.sha256(bytes(data)).hexdigest(), class_name)
+
+    def describe(self) -> str:
+        return f"support image {self.name} of {self.class_name!r}" if self.role == "support" else f"query {self.name}"
+
+
+def duplicate_warnings(images: Sequence[ImageRef]) -> list[str]:
+    """The same file used twice in one episode, in words: a query that is also a support image (its answer
+    says nothing about generalisation), or one support image in two classes or twice in one class."""
+    first: dict[str, ImageRef] = {}
+    warnings = []
+    for ref in images:
+        seen = first.get(ref.sha256)
+        if seen is None:
+            first[ref.sha256] = ref
+            continue
+        if ref.role == "query" and seen.role == "support":
+            why = "the model is shown the answer, so its prediction says nothing about new images"
+        elif ref.role == "support" and seen.class_name != ref.class_name:
+            why = "one image in two classes contradicts itself"
+        elif ref.role == "support":
+            why = "it counts twice in its class"
+        else:
+            why = "it is classified twice"
+        warnings.append(f"{ref.describe()[0].upper()}{ref.describe()[1:]} is the same file as {seen.describe()}: {why}.")
+    return warnings
 
 
 def episode_from_uploads(
@@ -242,7 +309,8 @@ def items_from_benchmark(episode: Episode) -> list[EpisodeItemInput]:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 mime = Image.MIME.get(image.format or "", "application/octet-stream")
-            image_record = ImageInput(data, mime, width, height, source_name=_readable_name(source))
+            image_record = ImageInput(data, mime, width, height, source_name=_readable_name(source),
+                                      preview=preview_png(data, name=source))
             items.append(EpisodeItemInput(role, position, label, image_record))
     return items
 
