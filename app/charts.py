@@ -1,71 +1,473 @@
-"""Plotly figures of stored runs. Inputs are the store's plain records; nothing here computes model values."""
+"""Plotly figures of stored runs. Inputs are the store's plain records; nothing here computes model values.
+
+Every figure of a run's inner loop uses one step axis: x = the inner step ``j`` (0 = the first update), a tick
+per step. α and β at ``j`` are the values update ``j`` applied; the support loss and accuracy at ``j`` were
+measured before update ``j``, and the one extra point at ``x = steps`` ("end") after the last update.
+
+The update every rule here applies is ``θ ← β·θ − α·∇L`` (ALFA, Baik et al. 2020, eq. 4), so α is read against
+0 (no step) and β against 1 (weights kept); every α/β chart draws those reference values.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from core.layer_names import LayerLabel, label_layers
+from core.rule_spread import LayerSpread, RuleSpread
 from core.store import AdaptationDetail, RunDetail
 
-_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+_MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}
+DEPTH_COLOURS = "Viridis"
+QUANTITY_KEYS = ("alpha", "beta")
+
+ALPHA_BETA_GUIDE = (
+    "Each inner step applies θ ← β·θ − α·∇L to every layer. α is the learning rate: a negative α moves the "
+    "weights up the gradient (ascent) for that step. β multiplies the weights: β = 1 keeps them, β < 1 shrinks "
+    "them (decay), β > 1 grows them, and β near 2 nearly doubles them."
+)
 
 
-def _clean(values: Sequence[float]) -> list[float | None]:
+@dataclass(frozen=True)
+class Quantity:
+    """How one of the two rule outputs is drawn: its symbol, the value it is read against, a diverging scale."""
+
+    key: str
+    symbol: str
+    title: str
+    reference: float
+    reference_text: str
+    colorscale: str
+
+
+QUANTITIES = {
+    "alpha": Quantity("alpha", "α", "α: learning rate", 0.0, "α = 0: no step", "RdBu"),
+    "beta": Quantity("beta", "β", "β: weight multiplier", 1.0, "β = 1: weights kept", "BrBG"),
+}
+
+# One colour per rule, the same in every chart (SGD stays grey: it is the baseline).
+_RULE_COLOURS = {
+    "sgd": "#7f7f7f",
+    "per_step": "#2ca02c",
+    "meta_sgd": "#9467bd",
+    "alfa": "#d62728",
+    "alfa_random": "#1f77b4",
+}
+_SPARE_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def _clean(values: Sequence[float | None]) -> list[float | None]:
     # NaN/inf would break the line silently; None leaves a visible gap instead.
     return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
-def support_curves(adaptations: Sequence[AdaptationDetail]) -> go.Figure:
-    """Support loss and accuracy before each step and after the last, one line per rule."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Support loss", "Support accuracy"))
-    for index, adaptation in enumerate(adaptations):
-        steps = list(range(len(adaptation.support_loss)))
-        colour = _colour(index)
+def rule_colour(rule: str) -> str:
+    """The colour of ``rule`` in every chart."""
+    if rule in _RULE_COLOURS:
+        return _RULE_COLOURS[rule]
+    return _SPARE_COLOURS[sum(map(ord, rule)) % len(_SPARE_COLOURS)]
+
+
+def _translucent(colour: str, opacity: float) -> str:
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red}, {green}, {blue}, {opacity})"
+
+
+def trace_steps(adaptations: Sequence[AdaptationDetail]) -> int:
+    """The number of α/β steps of a run's charts: the most any of its adaptations took."""
+    return max((len(a.traces) for a in adaptations), default=0)
+
+
+def _step_axis(steps: int, with_end: bool = False) -> dict[str, Any]:
+    ticks = list(range(steps + 1 if with_end else steps))
+    labels = [str(j) for j in range(steps)] + (["end"] if with_end else [])
+    return {
+        "title": {"text": "inner step"},
+        "tickmode": "array",
+        "tickvals": ticks,
+        "ticktext": labels,
+        "range": [-0.5, ticks[-1] + 0.5] if ticks else [-0.5, 0.5],
+    }
+
+
+def trace_layers(adaptation: AdaptationDetail, backbone: dict[str, Any] | None) -> list[LayerLabel]:
+    """The tensors of an adaptation's traces with readable names, input to output (raw names without a backbone)."""
+    names: dict[str, None] = {}
+    for step in adaptation.traces:
+        names.update(dict.fromkeys(step))
+    return label_layers(list(names), backbone)
+
+
+def _value(adaptation: AdaptationDetail, step: int, layer: str, which: str) -> float | None:
+    if step >= len(adaptation.traces) or layer not in adaptation.traces[step]:
+        return None
+    return adaptation.traces[step][layer][which]
+
+
+def constant_value(adaptation: AdaptationDetail, which: str) -> float | None:
+    """The one value ``which`` takes at every layer and step (SGD: its rate, and β = 1), else ``None``."""
+    values = [values[which] for step in adaptation.traces for values in step.values()]
+    if not values or any(v != values[0] for v in values):
+        return None
+    return values[0]
+
+
+def constant_text(adaptation: AdaptationDetail) -> str | None:
+    """"SGD (MAML): α = 0.4 and β = 1 at every layer and step" when both are fixed, else ``None``."""
+    alpha, beta = constant_value(adaptation, "alpha"), constant_value(adaptation, "beta")
+    if alpha is None or beta is None:
+        return None
+    return f"{adaptation.rule_label}: α = {alpha:.4g} and β = {beta:.7g} at every layer and step"
+
+
+def _reference_lines(figure: go.Figure, columns: Sequence[int] = (1, 2)) -> None:
+    for column, key in zip(columns, QUANTITY_KEYS):
+        quantity = QUANTITIES[key]
+        figure.add_hline(
+            y=quantity.reference, line={"dash": "dot", "color": "#444", "width": 1}, row=1, col=column,
+            annotation_text=quantity.reference_text, annotation_position="bottom right",
+            annotation_font={"size": 10, "color": "#444"},
+        )
+
+
+def _two_panels(shared_yaxes: bool = False) -> go.Figure:
+    return make_subplots(
+        rows=1, cols=2, shared_yaxes=shared_yaxes, horizontal_spacing=0.16 if shared_yaxes else 0.1,
+        subplot_titles=(QUANTITIES["alpha"].title, QUANTITIES["beta"].title),
+    )
+
+
+def layer_heatmap(
+    adaptation: AdaptationDetail, backbone: dict[str, Any] | None = None, steps: int | None = None
+) -> go.Figure:
+    """α and β of every layer (rows, input at the top) at every step (columns), side by side.
+
+    Colours diverge from the value each is read against: α from 0 (red: ascent, blue: descent), β from 1
+    (brown: decay, green: growth). ``steps`` fixes the step axis (the run's, so that all its charts align).
+    """
+    layers = trace_layers(adaptation, backbone)
+    steps = len(adaptation.traces) if steps is None else steps
+    figure = _two_panels(shared_yaxes=True)
+    names = [[layer.name] * steps for layer in layers]
+    for column, key in enumerate(QUANTITY_KEYS, start=1):
+        quantity = QUANTITIES[key]
+        domain = figure.layout[f"xaxis{column if column > 1 else ''}"].domain
+        figure.add_trace(
+            go.Heatmap(
+                z=[_clean([_value(adaptation, j, layer.name, key) for j in range(steps)]) for layer in layers],
+                x=list(range(steps)),
+                y=[layer.label for layer in layers],
+                customdata=names,
+                colorscale=quantity.colorscale,
+                zmid=quantity.reference,
+                colorbar={"title": {"text": quantity.symbol}, "x": domain[1] + 0.01, "len": 1.0, "thickness": 12},
+                hovertemplate=f"%{{y}} (%{{customdata}})<br>step %{{x}}<br>{quantity.symbol} = %{{z:.7g}}<extra></extra>",
+                xgap=1, ygap=1,
+            ),
+            row=1, col=column,
+        )
+        figure.update_xaxes(_step_axis(steps), row=1, col=column)
+    figure.update_yaxes(autorange="reversed", row=1, col=1)
+    figure.update_layout(
+        title={"text": f"{adaptation.rule_label}: α and β per layer and step"},
+        height=max(280, 22 * len(layers) + 140), margin=_MARGIN,
+    )
+    return figure
+
+
+def layer_lines(
+    adaptation: AdaptationDetail, backbone: dict[str, Any] | None = None, steps: int | None = None
+) -> go.Figure:
+    """α (left) and β (right) per step, one line per layer coloured by depth (a colour bar, not a legend).
+
+    A quantity that is the same at every layer and step is one line labelled as such (SGD: not 18 flat lines).
+    """
+    layers = trace_layers(adaptation, backbone)
+    steps = len(adaptation.traces) if steps is None else steps
+    deepest = max((layer.depth for layer in layers), default=0)
+    figure = _two_panels()
+    colour_bar_needed = False
+    for column, key in enumerate(QUANTITY_KEYS, start=1):
+        quantity = QUANTITIES[key]
+        fixed = constant_value(adaptation, key)
+        if fixed is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=list(range(steps)), y=[fixed] * steps, mode="lines+markers",
+                    name=f"{quantity.symbol} = {fixed:.7g} at every layer and step",
+                    line={"color": rule_colour(adaptation.rule)},
+                    hovertemplate=f"every layer<br>step %{{x}}: {quantity.symbol} = %{{y:.7g}}<extra></extra>",
+                ),
+                row=1, col=column,
+            )
+        else:
+            colour_bar_needed = True
+            for layer in layers:
+                colour = sample_colorscale(DEPTH_COLOURS, [layer.depth / deepest if deepest else 0.0])[0]
+                figure.add_trace(
+                    go.Scatter(
+                        x=list(range(steps)), y=_clean([_value(adaptation, j, layer.name, key) for j in range(steps)]),
+                        mode="lines+markers", name=layer.label, showlegend=False,
+                        line={"color": colour, "width": 1.5}, marker={"size": 5},
+                        hovertemplate=f"{layer.label}<br>step %{{x}}: {quantity.symbol} = %{{y:.7g}}<extra></extra>",
+                    ),
+                    row=1, col=column,
+                )
+        figure.update_xaxes(_step_axis(steps), row=1, col=column)
+        figure.update_yaxes(title={"text": quantity.symbol}, row=1, col=column)
+    if colour_bar_needed:
+        # An invisible marker carries the depth colour bar (lines cannot show one themselves).
         figure.add_trace(
             go.Scatter(
-                x=steps, y=_clean(adaptation.support_loss), mode="lines+markers", name=adaptation.rule_label,
+                x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
+                marker={
+                    "color": [0, deepest], "cmin": 0, "cmax": max(deepest, 1), "colorscale": DEPTH_COLOURS,
+                    "showscale": True,
+                    "colorbar": {"title": {"text": "depth"}, "tickvals": [0, max(deepest, 1)],
+                                 "ticktext": ["input", "head"], "thickness": 12},
+                },
+            ),
+            row=1, col=1,
+        )
+    _reference_lines(figure)
+    figure.update_layout(
+        title={"text": f"{adaptation.rule_label}: α and β per layer"}, height=400, margin=_MARGIN,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def rules_compared(adaptations: Sequence[AdaptationDetail], steps: int | None = None) -> go.Figure:
+    """Several rules on one figure: per rule, the mean over layers at each step with a min–max band over layers.
+
+    A rule whose value is the same at every layer and step is one line labelled "same at every layer".
+    """
+    steps = trace_steps(adaptations) if steps is None else steps
+    figure = _two_panels()
+    x = list(range(steps))
+    for adaptation in adaptations:
+        colour = rule_colour(adaptation.rule)
+        for column, key in enumerate(QUANTITY_KEYS, start=1):
+            symbol = QUANTITIES[key].symbol
+            shown_in_legend = column == 1
+            fixed = constant_value(adaptation, key)
+            if fixed is not None:
+                figure.add_trace(
+                    go.Scatter(
+                        x=x, y=[fixed] * steps, mode="lines", name=f"{adaptation.rule_label} (same at every layer)",
+                        legendgroup=adaptation.rule_label, showlegend=shown_in_legend,
+                        line={"color": colour, "dash": "dash"},
+                        hovertemplate=f"{adaptation.rule_label}<br>step %{{x}}: {symbol} = %{{y:.7g}} at every layer"
+                                      "<extra></extra>",
+                    ),
+                    row=1, col=column,
+                )
+                continue
+            per_step = [
+                [v for v in (values[key] for values in adaptation.traces[j].values()) if math.isfinite(v)]
+                if j < len(adaptation.traces) else []
+                for j in x
+            ]
+            low = [min(values) if values else None for values in per_step]
+            high = [max(values) if values else None for values in per_step]
+            mean = [sum(values) / len(values) if values else None for values in per_step]
+            figure.add_trace(
+                go.Scatter(x=x, y=high, mode="lines", line={"width": 0, "color": colour}, showlegend=False,
+                           legendgroup=adaptation.rule_label, hoverinfo="skip"),
+                row=1, col=column,
+            )
+            figure.add_trace(
+                go.Scatter(x=x, y=low, mode="lines", line={"width": 0, "color": colour}, fill="tonexty",
+                           fillcolor=_translucent(colour, 0.18), showlegend=False,
+                           legendgroup=adaptation.rule_label, hoverinfo="skip"),
+                row=1, col=column,
+            )
+            figure.add_trace(
+                go.Scatter(
+                    x=x, y=mean, mode="lines+markers", name=f"{adaptation.rule_label} (mean over layers, band: min–max)",
+                    legendgroup=adaptation.rule_label, showlegend=shown_in_legend, line={"color": colour},
+                    customdata=list(zip(low, high)),
+                    hovertemplate=f"{adaptation.rule_label}<br>step %{{x}}: mean {symbol} = %{{y:.7g}}"
+                                  "<br>layers from %{customdata[0]:.7g} to %{customdata[1]:.7g}<extra></extra>",
+                ),
+                row=1, col=column,
+            )
+    for column, key in enumerate(QUANTITY_KEYS, start=1):
+        figure.update_xaxes(_step_axis(steps), row=1, col=column)
+        figure.update_yaxes(title={"text": QUANTITIES[key].symbol}, row=1, col=column)
+    _reference_lines(figure)
+    figure.update_layout(
+        title={"text": "Rules compared: α and β over layers"}, height=400, margin=_MARGIN,
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def spread_figure(
+    adaptation: AdaptationDetail,
+    spread: RuleSpread,
+    layer: str,
+    backbone: dict[str, Any] | None = None,
+    steps: int | None = None,
+) -> go.Figure:
+    """This episode's α and β of one layer against their spread over the held-out episodes of ``spread``.
+
+    Bands: min–max over the episodes (light) and mean ± one standard deviation (darker); the mean dashed.
+    """
+    layer_spread: LayerSpread | None = spread.layer(layer)
+    if layer_spread is None:
+        raise ValueError(f"the held-out spread has no layer {layer!r}")
+    labels = {label.name: label.label for label in trace_layers(adaptation, backbone)}
+    steps = len(adaptation.traces) if steps is None else steps
+    colour = rule_colour(adaptation.rule)
+    figure = _two_panels()
+    for column, key in enumerate(QUANTITY_KEYS, start=1):
+        symbol = QUANTITIES[key].symbol
+        values = getattr(layer_spread, key)
+        x = list(range(len(values.mean)))
+        first = column == 1
+        below = [m - s for m, s in zip(values.mean, values.std)]
+        above = [m + s for m, s in zip(values.mean, values.std)]
+        for upper, lower, name, opacity in (
+            (values.maximum, values.minimum, f"min–max over {spread.episodes} held-out episodes", 0.12),
+            (above, below, "mean ± std", 0.25),
+        ):
+            figure.add_trace(
+                go.Scatter(x=x, y=_clean(upper), mode="lines", line={"width": 0, "color": colour}, showlegend=False,
+                           legendgroup=name, hoverinfo="skip"),
+                row=1, col=column,
+            )
+            figure.add_trace(
+                go.Scatter(x=x, y=_clean(lower), mode="lines", line={"width": 0, "color": colour}, fill="tonexty",
+                           fillcolor=_translucent(colour, opacity), name=name, legendgroup=name, showlegend=first,
+                           hoverinfo="skip"),
+                row=1, col=column,
+            )
+        figure.add_trace(
+            go.Scatter(x=x, y=_clean(values.mean), mode="lines", name="mean over held-out episodes",
+                       legendgroup="mean", showlegend=first, line={"color": colour, "dash": "dash", "width": 1},
+                       customdata=list(zip(values.minimum, values.maximum, values.std)),
+                       hovertemplate=f"held-out episodes, step %{{x}}<br>mean {symbol} = %{{y:.7g}} "
+                                     "(std %{customdata[2]:.3g})<br>from %{customdata[0]:.7g} to %{customdata[1]:.7g}"
+                                     "<extra></extra>"),
+            row=1, col=column,
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=list(range(steps)), y=_clean([_value(adaptation, j, layer, key) for j in range(steps)]),
+                mode="lines+markers", name="this episode", legendgroup="episode", showlegend=first,
+                line={"color": "#111", "width": 2},
+                hovertemplate=f"this episode, step %{{x}}: {symbol} = %{{y:.7g}}<extra></extra>",
+            ),
+            row=1, col=column,
+        )
+        figure.update_xaxes(_step_axis(steps), row=1, col=column)
+        figure.update_yaxes(title={"text": symbol}, row=1, col=column)
+    _reference_lines(figure)
+    # A rule that ignores the episode has bands thinner than the line: say how wide they are.
+    widest = ", ".join(f"{QUANTITIES[key].symbol} {max(getattr(layer_spread, key).std, default=0.0):.2g}"
+                       for key in QUANTITY_KEYS)
+    figure.update_layout(
+        title={"text": f"{adaptation.rule_label}, {labels.get(layer, layer)}: this episode against "
+                       f"{spread.episodes} held-out episodes ({spread.n_way}-way {spread.k_shot}-shot)",
+               "subtitle": {"text": f"largest std over the held-out episodes at any step: {widest}"}},
+        height=400, margin=_MARGIN, legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def support_curves(adaptations: Sequence[AdaptationDetail], steps: int | None = None) -> go.Figure:
+    """Support loss and accuracy before each step and after the last ("end"), one line per rule."""
+    steps = trace_steps(adaptations) if steps is None else steps
+    steps = max([steps] + [len(a.support_loss) - 1 for a in adaptations])
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Support loss", "Support accuracy"))
+    for adaptation in adaptations:
+        x = list(range(len(adaptation.support_loss)))
+        colour = rule_colour(adaptation.rule)
+        figure.add_trace(
+            go.Scatter(
+                x=x, y=_clean(adaptation.support_loss), mode="lines+markers", name=adaptation.rule_label,
                 legendgroup=adaptation.rule_label, line={"color": colour},
             ),
             row=1, col=1,
         )
         figure.add_trace(
             go.Scatter(
-                x=steps, y=_clean(adaptation.support_accuracy), mode="lines+markers", name=adaptation.rule_label,
+                x=x, y=_clean(adaptation.support_accuracy), mode="lines+markers", name=adaptation.rule_label,
                 legendgroup=adaptation.rule_label, showlegend=False, line={"color": colour},
             ),
             row=1, col=2,
         )
-    figure.update_xaxes(title_text="inner step", dtick=1)
-    figure.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    figure.update_yaxes(title_text="accuracy", tickformat=".0%", range=[0, 1.05], row=1, col=2)
+    figure.update_xaxes(_step_axis(steps, with_end=True))
+    figure.update_yaxes(title={"text": "cross-entropy"}, row=1, col=1)
+    figure.update_yaxes(title={"text": "accuracy"}, tickformat=".0%", range=[0, 1.05], row=1, col=2)
     figure.update_layout(height=340, margin=_MARGIN, legend={"orientation": "h", "y": -0.25})
     return figure
 
 
-def trace_figure(adaptation: AdaptationDetail, which: str) -> go.Figure:
-    """``which`` ("alpha" or "beta") of every layer at every step: one line per layer, x = step."""
-    if which not in ("alpha", "beta"):
-        raise ValueError(f"which must be 'alpha' or 'beta', not {which!r}")
-    layers: list[str] = []
-    for step in adaptation.traces:
-        layers.extend(layer for layer in step if layer not in layers)
-    figure = go.Figure()
-    for layer in layers:
-        steps = [s for s, values in enumerate(adaptation.traces) if layer in values]
-        figure.add_trace(
-            go.Scatter(
-                x=steps, y=_clean([adaptation.traces[s][layer][which] for s in steps]),
-                mode="lines+markers", name=layer,
-            )
+def _tick_names(class_names: Sequence[str]) -> tuple[list[str], str]:
+    """Short tick labels for class names, and the folder prefix they all shared ("" if none).
+
+    "Tagalog/character01" -> "character01" when every class is under "Tagalog/"; with several folders each folder
+    part is cut to 8 characters ("Japanese…/character17"). Names that shortening would make equal stay whole.
+    """
+    names = list(class_names)
+    if not names or not all("/" in name for name in names):
+        return names, ""
+    heads = {name.rsplit("/", 1)[0] for name in names}
+    if len(heads) == 1:
+        prefix = heads.pop() + "/"
+        short = [name[len(prefix):] for name in names]
+    else:
+        prefix = ""
+        short = ["/".join([part if len(part) <= 9 else part[:8] + "…" for part in name.split("/")[:-1]]
+                          + [name.rsplit("/", 1)[1]]) for name in names]
+    if len(set(short)) < len(set(names)):
+        return names, ""
+    return short, prefix
+
+
+def confusion_figure(adaptation: AdaptationDetail, class_names: Sequence[str]) -> go.Figure:
+    """Counts of (true class, predicted class) over the labelled queries: rows truth, columns prediction.
+
+    Zero cells are left blank and a shared folder prefix is taken off the tick labels (it is in the axis titles
+    and the full names in the hover), so that 20 classes stay readable.
+    """
+    n = len(class_names)
+    counts = [[0] * n for _ in range(n)]
+    labelled = 0
+    for index, truth in enumerate(adaptation.truths or []):
+        if truth is None:
+            continue
+        counts[truth][adaptation.predictions[index]] += 1
+        labelled += 1
+    right = sum(counts[i][i] for i in range(n))
+    positions = list(range(n))
+    figure = go.Figure(
+        go.Heatmap(
+            z=counts, x=positions, y=positions, colorscale="Blues", zmin=0, showscale=False, xgap=1, ygap=1,
+            # Zero cells stay blank so the mistakes stand out in a 20-class matrix.
+            text=[[str(c) if c else "" for c in row] for row in counts], texttemplate="%{text}",
+            customdata=[[(class_names[t], class_names[p]) for p in positions] for t in positions],
+            hovertemplate="truth %{customdata[0]}<br>predicted %{customdata[1]}<br>%{z} queries<extra></extra>",
         )
-    # The rules' update is theta <- beta * theta - alpha * grad (beta = 1: no decay; SGD has alpha = lr, beta = 1).
-    title = "α: learning rate per layer" if which == "alpha" else "β: weight multiplier per layer (θ ← β·θ − α·∇)"
+    )
+    ticks, prefix = _tick_names(class_names)
+    axis = {"tickmode": "array", "tickvals": positions, "ticktext": ticks, "automargin": True}
+    within = f" ({prefix}…)" if prefix else ""
+    summary = (f"{right} of {labelled} labelled queries right" if labelled
+               else "no labelled queries, so nothing to count")
     figure.update_layout(
-        title=f"{title} — {adaptation.rule_label}", height=380, margin=_MARGIN,
-        xaxis={"title": "inner step", "dtick": 1}, yaxis={"title": which},
+        title={"text": f"{adaptation.rule_label}: {summary}"},
+        xaxis={**axis, "title": {"text": f"predicted{within}"}, "tickangle": -45 if n > 6 else 0},
+        yaxis={**axis, "title": {"text": f"truth{within}"}, "autorange": "reversed"},
+        height=max(320, 26 * n + 160), margin=_MARGIN,
     )
     return figure
 
@@ -82,12 +484,7 @@ def overlay_support_loss(details: Sequence[RunDetail]) -> go.Figure:
                 )
             )
     figure.update_layout(
-        title="Support loss per inner step", height=380, margin=_MARGIN,
-        xaxis={"title": "inner step", "dtick": 1}, yaxis={"title": "cross-entropy"},
+        title={"text": "Support loss per inner step"}, height=380, margin=_MARGIN,
+        xaxis={"title": {"text": "inner step"}, "dtick": 1}, yaxis={"title": {"text": "cross-entropy"}},
     )
     return figure
-
-
-def _colour(index: int) -> str:
-    palette = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880")
-    return palette[index % len(palette)]

@@ -83,6 +83,19 @@ class LayerSpread:
     alpha_shares: VarianceShares
     beta_shares: VarianceShares
 
+    def departure(self, alpha: Sequence[float], beta: Sequence[float]) -> float:
+        """How far one episode's per-step values lie from the mean of the spread, at worst: the largest
+        ``|x - mean| / std`` over steps and over alpha and beta (``inf`` where the spread has no width but the
+        episode differs; steps the spread does not have are ignored)."""
+        worst = 0.0
+        for values, spread in ((alpha, self.alpha), (beta, self.beta)):
+            for x, mean, std in zip(values, spread.mean, spread.std):
+                if not (np.isfinite(x) and np.isfinite(mean)):
+                    continue
+                gap = abs(x - mean)
+                worst = max(worst, gap / std if std > 0 else (0.0 if gap == 0 else float("inf")))
+        return worst
+
 
 @dataclass(frozen=True)
 class RuleSpread:
@@ -247,19 +260,27 @@ def rule_spread(
     loader: LearnerLoader | None = None,
     omniglot_root: str | Path | None = None,
     on_episode: Callable[[int, int], None] | None = None,
+    expected_sha256: str | None = None,
 ) -> RuleSpread:
     """Adapt episodes ``0 .. episodes - 1`` of ``EpisodeSampler(held-out classes, n_way, k_shot, n_query, seed)``
     with ``rule`` for ``steps`` inner steps and summarise their alpha/beta (:func:`spread_of_traces`).
 
     ``head_init`` defaults as in ``core.adapt``; pass the one of the episode you compare with. ``on_episode(done,
     total)`` is called after each episode. Raises :class:`HeldOutDataMissing` when the held-out classes are not
-    here, ``ValueError`` for settings the data cannot satisfy (e.g. more ways than held-out classes).
+    here, ``ValueError`` for settings the data cannot satisfy (e.g. more ways than held-out classes) and when
+    ``expected_sha256`` is given and the file no longer has those bytes (a spread of other weights would mislead).
     """
     if episodes < 1:
         raise ValueError("episodes must be at least 1")
     if steps < 1:
         raise ValueError("steps must be at least 1: with no inner step there are no alpha/beta values")
     path = Path(checkpoint)
+    sha256 = file_sha256(path)
+    if expected_sha256 is not None and sha256 != expected_sha256:
+        raise ValueError(
+            f"{path.name} has changed since this run (its hash is now {sha256[:12]}…, the run used "
+            f"{expected_sha256[:12]}…), so its held-out episodes would not show the same weights"
+        )
     metadata = read_metadata(path)
     image_set, described = heldout_image_set(metadata, omniglot_root)
     sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed)
@@ -274,7 +295,7 @@ def rule_spread(
             on_episode(index + 1, episodes)
     return RuleSpread(
         checkpoint=path.name,
-        checkpoint_sha256=file_sha256(path),
+        checkpoint_sha256=sha256,
         rule=rule,
         steps=steps,
         n_way=n_way,

@@ -151,3 +151,19 @@ def test_shipped_alfa_checkpoint_on_real_omniglot(real_omniglot):
     assert [layer.layer for layer in spread.layers] == read_metadata(path)["inner_tensors"]
     assert np.mean(spread.accuracies) > 0.5  # 93 % on held-out alphabets when shipped; chance is 20 %
     assert any(layer.alpha_shares.episode is not None and layer.alpha_shares.episode > 0 for layer in spread.layers)
+
+
+def test_departure_of_an_episode_from_the_spread():
+    def trace(alphas, beta=1.0):
+        return [{"w": {"alpha": alpha, "beta": beta}} for alpha in alphas]
+
+    layer = spread_of_traces([trace([0.1, 0.3]), trace([0.3, 0.5])])[0]  # alpha mean 0.2, 0.4; std 0.1; beta fixed
+    assert layer.departure([0.2, 0.4], [1.0, 1.0]) == pytest.approx(0.0)
+    assert layer.departure([0.2, 0.7], [1.0, 1.0]) == pytest.approx(3.0)
+    assert layer.departure([0.2, 0.4], [1.0, 0.9]) == float("inf")  # beta never varied, this episode's did
+
+
+def test_a_checkpoint_changed_since_the_run_is_refused(checkpoint, omniglot):
+    with pytest.raises(ValueError, match="has changed since this run"):
+        rule_spread(checkpoint, "alfa", steps=3, n_way=3, k_shot=1, episodes=1, omniglot_root=omniglot,
+                    expected_sha256="0" * 64)
