@@ -10,29 +10,32 @@ import json
 
 import streamlit as st
 
-from app import charts
+from app import charts, gallery
 from app.formatting import percent, when
+from app.resources import model_input_images, shown_images
 from app.trace_view import render_traces
 from core.store import RunDetail, Store, run_detail_to_dict
 
 RUNS_PAGE = "pages/runs.py"
 ADAPT_PAGE = "pages/adapt.py"
-GALLERY_COLUMNS = 5
 
 
-def _image(store: Store, sha256: str, caption: str | None = None, width: int = 84) -> None:
-    data, _mime = store.get_image(sha256)
-    st.image(data, caption=caption, width=width)
+def shots_text(detail: RunDetail) -> str:
+    """``5-way 1-shot``, or the shots of each class when they differ (``3-way 4/3/2-shot``)."""
+    shots = detail.config.get("shots_per_class") or []
+    if shots and len(set(shots)) > 1:
+        return f"{detail.n_way}-way {'/'.join(str(n) for n in shots)}-shot"
+    return f"{detail.n_way}-way {detail.k_shot}-shot"
 
 
 def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
-    """The whole stored run: settings, accuracy per rule, query gallery, support curves, alpha/beta traces."""
-    st.subheader(f"Run #{detail.id}")
+    """The whole stored run: settings, accuracy per rule, query gallery, confusion, support curves, alpha/beta."""
+    st.subheader(f"Run #{detail.id}" + (f" · {detail.name}" if getattr(detail, "name", None) else ""))
     where = detail.dataset or detail.source
     if detail.split:
         where += f" / {detail.split}"
     st.caption(
-        f"{when(detail.created_at)} · {detail.source}: {where} · {detail.n_way}-way {detail.k_shot}-shot, "
+        f"{when(detail.created_at)} · {detail.source}: {where} · {shots_text(detail)}, "
         f"{detail.config.get('queries', detail.n_query)} queries · checkpoint {detail.checkpoint_name} · "
         f"{detail.steps} steps · device {detail.device}"
         + ("" if detail.total_seconds is None else f" · {detail.total_seconds:.2f} s in all")
@@ -56,16 +59,30 @@ def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
             counted = "" if labelled is None else f" · {labelled} labelled queries"
             st.caption(f"{adaptation.seconds:.2f} s · head {adaptation.head_init}{counted}")
 
-    _render_gallery(store, detail, key)
+    model_view = st.toggle(
+        "Show images as the model sees them", key=f"{key}_model_view",
+        help="Resized, turned grey or colour and inverted exactly as the checkpoint's preprocessing does.",
+    )
+    images = _gallery_images(store, detail, model_view)
+    _render_gallery(detail, images, key, pixelated=model_view)
 
-    with st.expander(f"Support set ({sum(1 for i in detail.items if i.role == 'support')} images)"):
-        for label, name in enumerate(detail.class_names):
-            shots = [item for item in detail.items if item.role == "support" and item.label == label]
-            st.markdown(f"**{name}**")
-            cells = st.columns(max(len(shots), GALLERY_COLUMNS))
-            for cell, item in zip(cells, shots):
-                with cell:
-                    _image(store, item.image_sha256, width=64)
+    support = [item for item in detail.items if item.role == "support"]
+    with st.expander(f"Support set ({len(support)} images)"):
+        thumbnails = [
+            gallery.Thumbnail(images[item.image_sha256], f"{detail.class_names[item.label]} · {_file(item.source_name)}")
+            for item in support
+            if item.label is not None
+        ]
+        gallery.show(gallery.thumbnails_html(thumbnails, pixelated=model_view))
+
+    labelled_adaptations = [a for a in detail.adaptations if a.truths is not None]
+    if labelled_adaptations:
+        with st.expander("Confusion matrix"):
+            names = [a.rule_label for a in labelled_adaptations]
+            chosen = st.segmented_control("Rule", names, default=names[0], key=f"{key}_confusion_rule") or names[0]
+            adaptation = labelled_adaptations[names.index(chosen)]
+            st.plotly_chart(charts.confusion_figure(adaptation, detail.class_names), key=f"{key}_confusion",
+                            width="stretch")
 
     st.markdown("#### Support loss and accuracy per step")
     st.plotly_chart(charts.support_curves(detail.adaptations), key=f"{key}_support", width="stretch")
@@ -74,16 +91,35 @@ def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
 
     st.download_button(
         "Download this run (JSON)",
-        json.dumps(run_detail_to_dict(detail), indent=1),
+        lambda: json.dumps(run_detail_to_dict(detail), indent=1),  # built on click, not on every render
         file_name=f"run-{detail.id}.json",
         mime="application/json",
         key=f"{key}_download",
+        on_click="ignore",
     )
 
 
-def _render_gallery(store: Store, detail: RunDetail, key: str) -> None:
+def _file(source_name: str) -> str:
+    return source_name.rsplit("/", 1)[-1]
+
+
+def _gallery_images(store: Store, detail: RunDetail, model_view: bool) -> dict[str, bytes]:
+    sha256s = tuple(dict.fromkeys(item.image_sha256 for item in detail.items))
+    if model_view:
+        spec = detail.config.get("image_spec") or (detail.checkpoint.image_spec if detail.checkpoint else None)
+        if spec:
+            return model_input_images(store.url, sha256s, json.dumps(spec, sort_keys=True))
+        st.caption("This run does not record its image preprocessing; showing the stored images.")
+    return shown_images(store.url, sha256s)
+
+
+def _render_gallery(detail: RunDetail, images: dict[str, bytes], key: str, pixelated: bool) -> None:
     queries = [item for item in detail.items if item.role == "query"]
     names = detail.class_names
+    example_of: dict[int, bytes] = {}
+    for item in detail.items:
+        if item.role == "support" and item.label is not None:
+            example_of.setdefault(item.label, images[item.image_sha256])
     wrong_any = [
         any(a.truths is not None and a.truths[i] is not None and a.predictions[i] != a.truths[i]
             for a in detail.adaptations)
@@ -93,19 +129,19 @@ def _render_gallery(store: Store, detail: RunDetail, key: str) -> None:
     only_mistakes = st.toggle(
         f"Only queries some rule got wrong ({sum(wrong_any)})", key=f"{key}_mistakes", disabled=not any(wrong_any)
     )
-    shown = [i for i in range(len(queries)) if wrong_any[i] or not only_mistakes]
-    for start in range(0, len(shown), GALLERY_COLUMNS):
-        cells = st.columns(GALLERY_COLUMNS)
-        for cell, index in zip(cells, shown[start : start + GALLERY_COLUMNS]):
-            item = queries[index]
-            with cell, st.container(border=True):
-                _image(store, item.image_sha256, caption=item.source_name.rsplit("/", 1)[-1])
-                truth = item.label
-                st.markdown(f"truth: **{names[truth]}**" if truth is not None else "truth: _unlabelled_")
-                lines = []
-                for adaptation in detail.adaptations:
-                    guess = adaptation.predictions[index]
-                    confidence = adaptation.confidences[index]
-                    mark = "" if truth is None else (" :green[✓]" if guess == truth else " :red[✗ wrong]")
-                    lines.append(f"{adaptation.rule_label}: **{names[guess]}** {percent(confidence)}{mark}")
-                st.markdown("  \n".join(lines))
+    cells = []
+    for index, item in enumerate(queries):
+        if only_mistakes and not wrong_any[index]:
+            continue
+        truth = item.label
+        predictions = []
+        for adaptation in detail.adaptations:
+            guess = adaptation.predictions[index]
+            correct = None if truth is None else guess == truth
+            predictions.append(gallery.Prediction(
+                rule=adaptation.rule_label, guess=names[guess], confidence=adaptation.confidences[index],
+                correct=correct, guess_example=example_of.get(guess) if correct is False else None,
+            ))
+        cells.append(gallery.QueryCell(images[item.image_sha256], _file(item.source_name),
+                                       None if truth is None else names[truth], predictions))
+    gallery.show(gallery.query_gallery_html(cells, pixelated=pixelated))

@@ -29,6 +29,7 @@ __all__ = [
     "display_png",
     "model_input_png",
     "preview_png",
+    "shown_image",
 ]
 
 # Largest image (width * height) we agree to decode. Read at call time so tests and callers can lower it.
@@ -223,6 +224,14 @@ def preview_png(data: bytes, max_side: int = 128, name: str | None = None) -> by
     except Exception:  # noqa: BLE001 - unreadable here means display_png gives the precise ImageError
         ready = False
     return None if ready else display_png(data, max_side=max_side, name=name)
+
+
+def shown_image(data: bytes, preview: bytes | None) -> bytes:
+    """The bytes to put in a page for a stored image: its stored display copy, else the file itself when a
+    browser can show it, else a display copy made now (images stored before display copies existed)."""
+    if preview is not None:
+        return preview
+    return preview_png(data) or data
 
 
 def model_input_png(data: bytes, spec: ImageSpec, name: str | None = None) -> bytes:
