@@ -1,93 +1,146 @@
-"""Runs page: the history of stored runs with filters; open one (also ``?run=<id>``), compare, export, delete."""
+"""Runs page: the stored runs with filters; open one (``?run=<id>``), name and tag it, compare, export, delete.
+
+The filters and the selected runs live in the URL (``?ways=5&rules=ALFA&select=12&select=15``), so a reload
+or a shared link shows the same list and selection; the filter widgets are bound to it by Streamlit
+(``bind="query-params"``), the selection (``select``) and the open run (``run``) are written here.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+import hashlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time
+from functools import partial
+from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
-from app import charts
-from app.compare import accuracies_text, comparison_rows, run_title
-from app.formatting import rule_label, when
+from app import compare
+from app.formatting import rule_label
 from app.resources import cached_loader, get_store
 from app.views import ADAPT_PAGE, render_run
 from core.data.images import ImageError
 from core.device import pick_device
-from core.runs import RunFailed, rerun
-from core.store import RUN_STATUSES, SOURCES
-from models.checkpoint import CheckpointError
+from core.model_io import CheckpointError
+from core.runs import RuleProgress, RunFailed, rerun
+from core.store import MAX_TAGS, RUN_STATUSES, SOURCES, TAG_CHARACTERS, RunSummary
 
 INPUT_ERRORS = (ValueError, ImageError, CheckpointError, FileNotFoundError, KeyError)
+MAX_LISTED = 1000  # newest runs the table shows; the filters reach older ones
+MAX_DETAILED = 20  # selected runs whose curves and settings are drawn (grouping uses every selected run)
+SELECT = "select"  # URL parameter of the selected run ids
+RUN = "run"  # URL parameter of the run that is open
 
 store = get_store()
 
 
-def _close_run() -> None:
-    st.query_params.pop("run", None)
+# --------------------------------------------------------------------------------------------- the URL
+
+
+def _url_ids(key: str) -> tuple[list[int], list[str]]:
+    """Whole numbers of a repeated URL parameter, and the values that are not."""
+    ids, bad = [], []
+    for raw in st.query_params.get_all(key):
+        try:
+            ids.append(int(raw))
+        except ValueError:
+            bad.append(raw)
+    return list(dict.fromkeys(ids)), bad
+
+
+def _set_url_ids(key: str, ids: Sequence[int]) -> None:
+    values = [str(i) for i in ids]
+    if st.query_params.get_all(key) == values:
+        return
+    if values:
+        st.query_params[key] = values
+    else:
+        st.query_params.pop(key, None)
 
 
 def _open_run(run_id: int) -> None:
-    st.query_params["run"] = str(run_id)
+    st.query_params[RUN] = str(run_id)
 
 
-def _open_chosen() -> None:
-    # Read the selectbox's current value (bound arguments would be those of the previous rerun).
-    _open_run(st.session_state["open_id"])
+def _close_run() -> None:
+    st.query_params.pop(RUN, None)
 
 
-def _show_one(raw: str) -> None:
-    st.button("← All runs", key="back_to_runs", on_click=_close_run)
-    try:
-        run_id = int(raw)
-        detail = store.get_run(run_id)
-    except ValueError:
-        st.error(f"'{raw}' is not a run id; run ids are whole numbers.")
-        return
-    except KeyError:
-        st.error(f"There is no run #{raw} (it may have been deleted).")
-        return
-    render_run(store, detail, key=f"runs_view_{run_id}")
-    st.divider()
-    if st.button("Re-run this episode", key=f"rerun_{run_id}",
-                 help="Adapt the stored images again with the same checkpoint file, rules and steps."):
-        with st.spinner("Re-running…"):
+def _link_to(run_id: int) -> str:
+    """A relative link to the run that keeps this page's filters (so "All runs" returns to the same list)."""
+    kept = [(key, value) for key in st.query_params if key not in (RUN, SELECT) for value in st.query_params.get_all(key)]
+    return "?" + urlencode([*kept, (RUN, str(run_id))])
+
+
+# ------------------------------------------------------------------------------------------- filters
+
+
+class _Choices:
+    """The options of each filter widget, read from the store once per script run."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, tuple[list[Any], Callable[[Any], str]]] = {
+            "sources": (list(SOURCES), str),
+            "datasets": ([d for d in store.distinct_values("dataset") if d is not None], str),
+            "statuses": (list(RUN_STATUSES), str),
+            "ways": (store.distinct_values("n_way"), str),
+            "shots": (store.distinct_values("k_shot"), str),
+            "checkpoints": (store.distinct_values("checkpoint_name"), str),
+            "rules": (store.distinct_values("rule"), rule_label),
+            "tags": (store.distinct_values("tag"), str),
+        }
+
+    def url_problems(self) -> list[str]:
+        """``key=value (why)`` for each value in the URL the filters cannot use (Streamlit drops them)."""
+        problems = []
+        for key, (options, label) in self.options.items():
+            known = {label(option) for option in options}
+            problems += [f"{key}={raw} (no such choice)" for raw in st.query_params.get_all(key) if raw and raw not in known]
+        dates = st.query_params.get_all("dates")
+        for raw in dates:
             try:
-                device = pick_device()
-                new_id = rerun(store, run_id, device=device, loader=cached_loader)
-            except RunFailed as failure:
-                st.error(f"The re-run was stored as run #{failure.run_id} and failed: {failure.error}")
-            except INPUT_ERRORS as error:
-                st.error(f"Cannot re-run run #{run_id}: {error}")
-            except RuntimeError as error:  # torch's answer to a malformed FEWSHOT_DEVICE
-                st.error(f"Cannot choose a device: {error}")
-            else:
-                st.success(f"Stored as run #{new_id}.")
-                st.button(f"Open run #{new_id}", key="open_rerun", on_click=_open_run, args=(new_id,))
+                date.fromisoformat(raw)
+            except ValueError:
+                problems.append(f"dates={raw} (not a date like 2026-03-01)")
+        if len(dates) > 2:
+            problems.append("dates (give one or two dates: from, to)")
+        for raw in st.query_params.get_all("min_accuracy"):
+            if not (raw.isdigit() and 0 <= int(raw) <= 100):
+                problems.append(f"min_accuracy={raw} (not a whole percentage from 0 to 100)")
+        problems += [f"{SELECT}={raw} (not a run id)" for raw in _url_ids(SELECT)[1]]
+        return problems
 
 
-def _filters() -> dict:
-    with st.expander("Filters", expanded=False):
+def _filters(choices: _Choices) -> dict[str, Any]:
+    """The filter widgets (each bound to its URL parameter) and the ``Store.list_runs`` arguments they give."""
+    active = any(key in st.query_params for key in (*choices.options, "dates", "min_accuracy", "search"))
+    with st.expander("Filters", expanded=active):
         first = st.columns(4)
-        dates = first[0].date_input("Date range", value=(), key="f_dates", format="YYYY-MM-DD")
-        sources = first[1].multiselect("Source", SOURCES, key="f_source")
-        datasets = first[2].multiselect(
-            "Dataset", [d for d in store.distinct_values("dataset") if d is not None], key="f_dataset"
+        dates = first[0].date_input("Date range", value=(), key="dates", format="YYYY-MM-DD", bind="query-params")
+        search = first[1].text_input("Name contains", key="search", bind="query-params")
+        tags = first[2].multiselect("Tags (any of)", choices.options["tags"][0], key="tags", bind="query-params")
+        min_accuracy = first[3].slider(
+            "Min accuracy (%)", 0, 100, 0, key="min_accuracy", bind="query-params",
+            help="Runs where some rule (one of the chosen rules, if any) reached at least this accuracy.",
         )
-        statuses = first[3].multiselect("Status", RUN_STATUSES, key="f_status")
-        second = st.columns(5)
-        ways = second[0].multiselect("Way", store.distinct_values("n_way"), key="f_way")
-        shots = second[1].multiselect("Shot", store.distinct_values("k_shot"), key="f_shot")
-        checkpoints = second[2].multiselect("Checkpoint", store.distinct_values("checkpoint_name"), key="f_checkpoint")
-        rules = second[3].multiselect("Rule", store.distinct_values("rule"), format_func=rule_label, key="f_rule")
-        min_accuracy = second[4].slider("Min accuracy (%)", 0, 100, 0, key="f_accuracy")
-    filters: dict = {
-        "source": sources or None,
-        "dataset": datasets or None,
-        "status": statuses or None,
-        "n_way": ways or None,
-        "k_shot": shots or None,
-        "checkpoint_name": checkpoints or None,
-        "rule": rules or None,
+        second = st.columns(7)
+        values: dict[str, list[Any]] = {}
+        labels = {"sources": "Source", "datasets": "Dataset", "statuses": "Status", "ways": "Way", "shots": "Shot",
+                  "checkpoints": "Checkpoint", "rules": "Rule"}
+        for column, (key, label) in zip(second, labels.items()):
+            options, format_func = choices.options[key]
+            values[key] = column.multiselect(label, options, format_func=format_func, key=key, bind="query-params")
+    filters: dict[str, Any] = {
+        "source": values["sources"] or None,
+        "dataset": values["datasets"] or None,
+        "status": values["statuses"] or None,
+        "n_way": values["ways"] or None,
+        "k_shot": values["shots"] or None,
+        "checkpoint_name": values["checkpoints"] or None,
+        "rule": values["rules"] or None,
+        "tag": tags or None,
+        "name_contains": search.strip() or None,
         "min_accuracy": min_accuracy / 100 if min_accuracy else None,
     }
     if len(dates) >= 1:
@@ -97,8 +150,122 @@ def _filters() -> dict:
     return filters
 
 
-def _confirm_delete() -> None:
-    st.session_state["pending_delete"] = list(st.session_state.get("selected_runs", []))
+# ----------------------------------------------------------------------------------- name, tags, note
+
+
+def _save_edits(run_id: int, prefix: str) -> None:
+    # A callback: it runs before the page is drawn again, so the table already shows what was saved.
+    try:
+        store.update_run(
+            run_id,
+            name=st.session_state[f"{prefix}_name"],
+            tags=st.session_state[f"{prefix}_tags"],
+            note=st.session_state[f"{prefix}_note"],
+        )
+    except (ValueError, TypeError) as error:
+        st.session_state[f"{prefix}_message"] = ("error", f"Not saved: {error}")
+    except KeyError:
+        st.session_state[f"{prefix}_message"] = ("error", f"Not saved: run #{run_id} no longer exists.")
+    else:
+        st.session_state[f"{prefix}_message"] = ("success", f"Saved the name, tags and note of run #{run_id}.")
+
+
+def _edit_form(summary: RunSummary, prefix: str) -> None:
+    """A form editing a run's name, tags and note; saving stores them at once."""
+    with st.form(f"{prefix}_form", border=False):
+        st.text_input("Name", value=summary.name or "", key=f"{prefix}_name", max_chars=100,
+                      placeholder="a short name, e.g. 5-way baseline")
+        st.multiselect(
+            "Tags", sorted({*store.distinct_values("tag"), *summary.tags}), default=summary.tags,
+            key=f"{prefix}_tags", accept_new_options=True, max_selections=MAX_TAGS,
+            help=f"Pick tags or type new ones: {TAG_CHARACTERS}, no spaces.",
+        )
+        st.text_area("Note", value=summary.note or "", key=f"{prefix}_note", height=80)
+        st.form_submit_button("Save", key=f"{prefix}_save", on_click=_save_edits, args=(summary.id, prefix))
+    message = st.session_state.pop(f"{prefix}_message", None)
+    if message:
+        kind, text = message
+        (st.success if kind == "success" else st.error)(text)
+
+
+def _edit_label(summary: RunSummary) -> str:
+    shown = " · ".join(part for part in (summary.name, ", ".join(summary.tags)) if part)
+    return f"Name, tags and note{': ' + shown if shown else ''}"
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+
+def _rerun_with_progress(run_id: int) -> None:
+    """Re-run the run's episode, showing each rule's progress, then open the new run (also when it failed)."""
+    with st.status(f"Re-running run #{run_id}…", expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def progress(event: RuleProgress) -> None:
+            step = f"[{event.index + 1}/{event.total}] {event.label}"
+            finished = event.index + (event.stage in ("done", "failed"))
+            bar.progress(finished / event.total, text=step)
+            if event.stage == "loading":
+                status.update(label=f"{step}: loading the checkpoint…")
+            elif event.stage == "adapting":
+                status.update(label=f"{step}: adapting…")
+            elif event.stage == "done":
+                accuracy = "" if event.accuracy is None else f", accuracy {100 * event.accuracy:.1f}%"
+                st.write(f"✓ {event.label}: {event.seconds:.2f} s{accuracy}")
+            else:
+                st.write(f"✗ {event.error}")
+
+        try:
+            new_id = rerun(store, run_id, device=pick_device(), loader=cached_loader, on_progress=progress)
+        except RunFailed as failure:
+            st.session_state["rerun_message"] = (
+                "error", f"The re-run of run #{run_id} failed and was stored as run #{failure.run_id}: {failure.error}"
+            )
+            new_id = failure.run_id
+        except INPUT_ERRORS as error:
+            status.update(label=f"Cannot re-run run #{run_id}", state="error")
+            st.error(f"Cannot re-run run #{run_id}: {error}")
+            return
+        except RuntimeError as error:  # torch's answer to a malformed FEWSHOT_DEVICE
+            status.update(label="Cannot choose a device", state="error")
+            st.error(f"Cannot choose a device: {error}")
+            return
+        else:
+            st.session_state["rerun_message"] = ("success", f"Re-run of run #{run_id}: this is the new run #{new_id}.")
+    # Show the new run where the user is looking: at the top of its own page.
+    _open_run(new_id)
+    st.rerun()
+
+
+def _show_one(raw: str) -> None:
+    back, again = st.columns([1, 5], vertical_alignment="center")
+    back.button("← All runs", key="back_to_runs", on_click=_close_run)
+    try:
+        run_id = int(raw)
+        detail = store.get_run(run_id)
+    except ValueError:
+        st.error(f"'{raw}' is not a run id; run ids are whole numbers.")
+        return
+    except KeyError:
+        st.error(f"There is no run #{raw} (it may have been deleted).")
+        return
+    message = st.session_state.pop("rerun_message", None)
+    if message:
+        kind, text = message
+        (st.success if kind == "success" else st.error)(text)
+    if again.button("Re-run this episode", key=f"rerun_{run_id}",
+                    help="Adapt the stored images again with the same checkpoint file, rules and steps."):
+        _rerun_with_progress(run_id)
+    with st.expander(_edit_label(detail)):
+        _edit_form(detail, f"edit_one_{run_id}")
+    render_run(store, detail, key=f"runs_view_{run_id}")
+
+
+# ------------------------------------------------------------------------------------------ the list
+
+
+def _confirm_delete(ids: list[int]) -> None:
+    st.session_state["pending_delete"] = ids
 
 
 def _cancel_delete() -> None:
@@ -109,7 +276,128 @@ def _do_delete() -> None:
     ids = st.session_state.pop("pending_delete", [])
     deleted = store.delete_runs(ids)
     st.session_state["deleted_message"] = f"Deleted {deleted} run(s): {', '.join(f'#{i}' for i in ids)}."
-    st.session_state["selected_runs"] = [i for i in st.session_state.get("selected_runs", []) if i not in ids]
+    _set_url_ids(SELECT, [i for i in _url_ids(SELECT)[0] if i not in ids])
+
+
+def _runs_table(summaries: list[RunSummary]) -> list[int]:
+    """The history table with a checkbox per row; returns the ids of the selected runs, in table order."""
+    ids = [s.id for s in summaries]
+    frame = compare.history_table(summaries, _link_to)
+    accuracy_columns = [column for column in frame.columns if column.startswith("accuracy: ")]
+    column_config = {
+        "run": st.column_config.LinkColumn("run", display_text=r"run=(\d+)$", help="Click a run id to open it"),
+        "tags": st.column_config.ListColumn("tags"),
+        "when": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm:ss"),
+        "seconds": st.column_config.NumberColumn("seconds", format="%.2f"),
+        **{
+            column: st.column_config.NumberColumn(column, format="%.1f%%", help="Accuracy on the labelled queries")
+            for column in accuracy_columns
+        },
+    }
+    position = {run_id: row for row, run_id in enumerate(ids)}
+    wanted = [position[i] for i in _url_ids(SELECT)[0] if i in position]
+    # One table widget per listing: its selection holds row numbers, which mean other runs in another listing.
+    listing = hashlib.sha1(",".join(map(str, ids)).encode()).hexdigest()[:12]
+    event = st.dataframe(
+        frame, hide_index=True, width="stretch", key=f"runs_table_{listing}", column_config=column_config,
+        on_select="rerun", selection_mode="multi-row", selection_default={"selection": {"rows": wanted}},
+    )
+    selected = [ids[row] for row in sorted(event.selection.rows)]
+    _set_url_ids(SELECT, selected)
+    return selected
+
+
+def _compare(selected: list[RunSummary], listed: list[RunSummary]) -> None:
+    """Curves, settings, grouped accuracy and parallel coordinates of the selected runs."""
+    ids = [s.id for s in selected]
+    details = store.get_runs(ids[:MAX_DETAILED])
+    if len(ids) > MAX_DETAILED:
+        st.caption(f"Curves and settings show the first {MAX_DETAILED} selected runs; the groups use all {len(ids)}.")
+
+    st.markdown("#### Support loss and accuracy per inner step")
+    left, right = st.columns(2)
+    left.plotly_chart(compare.curve_overlay(details, "support_loss"), key="compare_loss", width="stretch")
+    right.plotly_chart(compare.curve_overlay(details, "support_accuracy"), key="compare_accuracy", width="stretch")
+
+    layers = compare.trace_layers(details)
+    st.markdown("#### α and β per inner step")
+    if not layers:
+        st.caption("No selected run took an inner step with α/β traces.")
+    else:
+        layer = st.selectbox(
+            "Layer", [compare.MEAN_OVER_LAYERS, *layers], key="compare_layer",
+            format_func=lambda name: "mean over all layers" if name is None else name,
+        )
+        left, right = st.columns(2)
+        left.plotly_chart(compare.trace_overlay(details, "alpha", layer), key="compare_alpha", width="stretch")
+        right.plotly_chart(compare.trace_overlay(details, "beta", layer), key="compare_beta", width="stretch")
+
+    st.markdown("#### Settings and results")
+    only_differences = st.toggle(
+        "Only differences", value=True, key="only_differences", disabled=len(details) < 2,
+        help="Hide the settings all selected runs share, and the creation time and duration; results stay.",
+    )
+    rows = compare.comparison_rows(details, only_differences and len(details) > 1)
+    st.dataframe(rows, hide_index=True, width="stretch", key="compare_table")
+
+    st.markdown("#### Accuracy by group")
+    group_columns = st.columns([3, 2], vertical_alignment="bottom")
+    by = group_columns[0].multiselect("Group by", compare.GROUP_FIELDS, default=["rule"], key="group_by")
+    everything = group_columns[1].toggle(
+        f"All {len(listed)} listed runs", key="group_all", help="Group every run the filters list, not only the selected."
+    )
+    points = compare.accuracy_points(listed if everything else selected)
+    if not points:
+        st.caption("None of these runs has an accuracy (their queries were unlabelled, or they failed).")
+        return
+    groups = compare.group_accuracies(points, by)
+    st.dataframe(
+        compare.group_table(groups, by), hide_index=True, width="stretch", key="group_table",
+        column_config={
+            "mean accuracy": st.column_config.NumberColumn(format="%.1f%%"),
+            "± 95% CI": st.column_config.NumberColumn(
+                format="%.1f%%", help="1.96 · std / √n, std over the group's runs (population std); empty for n = 1"
+            ),
+        },
+    )
+    st.caption("One value per run and rule. ± is the half-width of the 95% interval, 1.96 · std / √n.")
+    st.plotly_chart(compare.parallel_coordinates(points), key="compare_parallel", width="stretch")
+
+
+def _selection_actions(selected: list[RunSummary]) -> None:
+    ids = [s.id for s in selected]
+    stamp = "-".join(str(i) for i in ids[:10]) + ("-more" if len(ids) > 10 else "")
+    actions = st.columns(4)
+    if len(ids) == 1:
+        actions[0].button(f"Open run #{ids[0]}", key="open_selected", type="primary", on_click=_open_run, args=(ids[0],))
+    # Built only when clicked: exporting many runs reads all of them.
+    actions[1].download_button(
+        "Export runs (JSON)", partial(store.export_runs, ids, "json"), file_name=f"runs-{stamp}.json",
+        mime="application/json", key="export_json",
+    )
+    actions[2].download_button(
+        "Export runs with traces (CSV)", partial(store.export_runs, ids, "csv"), file_name=f"runs-{stamp}.csv",
+        mime="text/csv", key="export_csv", help="One row per step (loss, accuracy) or per layer and step (α, β); "
+        "its row_kind column says which.",
+    )
+    actions[3].download_button(
+        "Export predictions (CSV)", partial(store.export_predictions_csv, ids), file_name=f"predictions-{stamp}.csv",
+        mime="text/csv", key="export_predictions",
+    )
+    with st.expander("Name, tags and note"):
+        by_id = {s.id: s for s in selected}
+        chosen = ids[0]
+        if len(ids) > 1:
+            chosen = st.selectbox("Run", ids, format_func=lambda i: compare.run_title(by_id[i]), key="edit_which")
+        _edit_form(by_id[chosen], f"edit_list_{chosen}")
+    pending = st.session_state.get("pending_delete")
+    if pending:
+        st.warning(f"Delete {len(pending)} run(s) ({', '.join(f'#{i}' for i in pending)})? This cannot be undone.")
+        yes, no = st.columns(2)
+        yes.button("Yes, delete", key="delete_confirm", type="primary", on_click=_do_delete)
+        no.button("Cancel", key="delete_cancel", on_click=_cancel_delete)
+    else:
+        st.button(f"Delete {len(ids)} selected run(s)…", key="delete", on_click=_confirm_delete, args=(ids,))
 
 
 def _show_list() -> None:
@@ -122,88 +410,29 @@ def _show_list() -> None:
         )
         st.page_link(ADAPT_PAGE, label="Go to Adapt", icon=":material/science:")
         return
-    filters = _filters()
-    summaries = store.list_runs(**filters, limit=1000)
+    choices = _Choices()
+    problems = choices.url_problems()
+    if problems:
+        st.warning("Ignored in the address: " + "; ".join(problems) + ".")
+    summaries = store.list_runs(**_filters(choices), limit=MAX_LISTED)
     if not summaries:
         st.info("No run matches these filters.")
         return
-    st.dataframe(
-        [
-            {
-                "id": s.id,
-                "when": when(s.created_at),
-                "status": s.status,
-                "source": s.source,
-                "dataset": s.dataset or "—",
-                "way": s.n_way,
-                "shot": s.k_shot,
-                "checkpoint": s.checkpoint_name,
-                "accuracy": accuracies_text(s),
-                "seconds": None if s.total_seconds is None else round(s.total_seconds, 2),
-                "device": s.device,
-                "error": s.error or "",
-            }
-            for s in summaries
-        ],
-        hide_index=True,
-        width="stretch",
-        key="runs_table",
-    )
-    by_id = {s.id: s for s in summaries}
-    if "selected_runs" in st.session_state:  # keep only runs still listed (filters may have changed)
-        st.session_state["selected_runs"] = [i for i in st.session_state["selected_runs"] if i in by_id]
-    open_column, button_column = st.columns([4, 1], vertical_alignment="bottom")
-    open_column.selectbox("Open a run", list(by_id), format_func=lambda i: run_title(by_id[i]), key="open_id")
-    button_column.button("Open run", key="open_run", on_click=_open_chosen, type="primary")
-
-    selected = st.multiselect(
-        "Select runs to compare, export or delete", list(by_id), format_func=lambda i: run_title(by_id[i]),
-        key="selected_runs",
-    )
-    if not selected:
-        st.caption("Select runs above to compare their support-loss curves and settings, export or delete them.")
+    if len(summaries) == MAX_LISTED:
+        st.caption(f"The newest {MAX_LISTED} matching runs; narrow the filters (e.g. the dates) to reach older ones.")
+    selected_ids = _runs_table(summaries)
+    if not selected_ids:
+        st.caption("Click a run id to open it. Tick runs to compare their curves and settings, export or delete them.")
         return
-
-    details = [store.get_run(i) for i in selected]
+    by_id = {s.id: s for s in summaries}
+    selected = [by_id[i] for i in selected_ids]
     st.subheader(f"{len(selected)} selected run(s)")
-    st.plotly_chart(charts.overlay_support_loss(details), key="compare_loss", width="stretch")
-    only_differences = st.toggle(
-        "Only differences", value=True, key="only_differences", disabled=len(details) < 2,
-        help="Hide the settings that all selected runs share.",
-    )
-    rows = comparison_rows(details, only_differences and len(details) > 1)
-    if rows:
-        st.dataframe(rows, hide_index=True, width="stretch", key="compare_table")
-    else:
-        st.caption("The selected runs have the same settings.")
-
-    exports = st.columns(3)
-    stamp = "-".join(str(i) for i in selected[:10]) + ("-more" if len(selected) > 10 else "")
-    exports[0].download_button(
-        "Export runs (JSON)", store.export_runs(selected, "json"), file_name=f"runs-{stamp}.json",
-        mime="application/json", key="export_json",
-    )
-    exports[1].download_button(
-        "Export runs with traces (CSV)", store.export_runs(selected, "csv"), file_name=f"runs-{stamp}.csv",
-        mime="text/csv", key="export_csv",
-    )
-    exports[2].download_button(
-        "Export predictions (CSV)", store.export_predictions_csv(selected), file_name=f"predictions-{stamp}.csv",
-        mime="text/csv", key="export_predictions",
-    )
-
-    pending = st.session_state.get("pending_delete")
-    if pending:
-        st.warning(f"Delete {len(pending)} run(s) ({', '.join(f'#{i}' for i in pending)})? This cannot be undone.")
-        yes, no = st.columns(2)
-        yes.button("Yes, delete", key="delete_confirm", type="primary", on_click=_do_delete)
-        no.button("Cancel", key="delete_cancel", on_click=_cancel_delete)
-    else:
-        st.button(f"Delete {len(selected)} selected run(s)…", key="delete", on_click=_confirm_delete)
+    _selection_actions(selected)
+    _compare(selected, summaries)
 
 
 st.title("Runs")
-requested = st.query_params.get("run")
+requested = st.query_params.get(RUN)
 if requested:
     _show_one(requested)
 else:
