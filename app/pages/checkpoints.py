@@ -6,14 +6,25 @@ import streamlit as st
 
 from app.checkpoint_view import (
     TRAIN_COMMAND,
-    checkpoint_rows,
     heldout_table,
     is_image_classifier,
     render_checkpoint_summary,
+    validation_accuracy,
 )
+from app.formatting import rule_label
 from app.resources import short_path
 from core.checkpoints import find_checkpoints, search_dirs
+from core.default_checkpoint import is_default_checkpoint
 from core.model_io import supported_rules
+
+DEFAULT_MEANING = (
+    "the checkpoint the Adapt page offers first and the command line uses without --checkpoint "
+    "(named in the MANIFEST.json beside it)"
+)
+VALIDATION_MEANING = (
+    "mean accuracy ± 95% confidence interval over the validation episodes run during training, on the validation "
+    "classes (never trained on); best.safetensors is the checkpoint that scored highest on it"
+)
 
 st.title("Checkpoints")
 st.caption("Looked for in: " + " · ".join(short_path(folder) for folder in search_dirs()))
@@ -29,34 +40,49 @@ if not entries:
     )
     st.code(TRAIN_COMMAND, language="bash")
 
+defaults = {entry.path for entry in good if is_default_checkpoint(entry.path)}
+
 if good:
     table = []
     for entry in good:
         metadata = entry.metadata
-        measured = [row["value"] for row in checkpoint_rows(metadata) if row["field"].startswith("Measured ")
-                    and "held-out" not in row["field"]]
+        validation = validation_accuracy(metadata)
+        rule = (metadata.get("rule") or {}).get("name")
         table.append({
+            "default": entry.path in defaults,
             "name": entry.name,
             "backbone": (metadata.get("backbone") or {}).get("name"),
-            "rule": (metadata.get("rule") or {}).get("name"),
+            "rule": rule_label(str(rule)) if rule else "—",
             "task": metadata.get("task_kind", "classification"),
-            "measured": "; ".join(measured) or "—",
+            "validation accuracy": validation.value if validation is not None else "—",
             "file": short_path(entry.path),
         })
-    st.dataframe(table, hide_index=True, width="stretch", key="checkpoint_table")
+    st.dataframe(
+        table, hide_index=True, width="stretch", key="checkpoint_table",
+        column_config={
+            "default": st.column_config.CheckboxColumn("default", help=f"Default: {DEFAULT_MEANING}.", width="small"),
+            "validation accuracy": st.column_config.TextColumn(
+                "validation accuracy", help=f"Validation accuracy: {VALIDATION_MEANING}."
+            ),
+        },
+    )
+    st.caption(f"Validation accuracy: {VALIDATION_MEANING}.")
     accuracy = heldout_table([(entry.name, entry.metadata) for entry in good])
     if accuracy:
         st.subheader("Accuracy on held-out classes")
-        st.caption("Classes never used for training or model selection; 600 episodes, 15 queries per class, "
-                   "mean ± 95% confidence interval.")
+        st.caption("Test accuracy on classes never used for training or model selection (measured when the "
+                   "checkpoint was packaged); 600 episodes, 15 queries per class, mean ± 95% confidence interval.")
         st.dataframe(accuracy, hide_index=True, width="stretch", key="heldout_table")
 
 for entry in good:
-    with st.expander(f"{entry.name} — {short_path(entry.path)}"):
+    marked = " (default)" if entry.path in defaults else ""
+    with st.expander(f"{entry.name}{marked} — {short_path(entry.path)}"):
+        if entry.path in defaults:
+            st.caption(f"Default checkpoint: {DEFAULT_MEANING}.")
         if not is_image_classifier(entry.metadata):
             st.info("Not an image classifier (e.g. a sine-regression model): the Adapt page does not offer it.")
         else:
-            rules = ", ".join(supported_rules(entry.metadata))
+            rules = ", ".join(rule_label(rule) for rule in supported_rules(entry.metadata))
             st.caption(f"Adapts with: {rules}")
         render_checkpoint_summary(entry.metadata)
         st.json(entry.metadata, expanded=False)

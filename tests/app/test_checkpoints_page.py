@@ -24,17 +24,23 @@ def test_checkpoints_with_their_metadata_and_broken_files_with_their_error(dashb
     table = at.dataframe[0].value
     assert list(table["name"]) == ["tiny-sine", "tiny-alfa"] or list(table["name"]) == ["tiny-alfa", "tiny-sine"]
     tiny = table[table["name"] == "tiny-alfa"].iloc[0]
-    assert (tiny["backbone"], tiny["rule"], tiny["measured"]) == ("conv4", "alfa", "90.0% ± 2.0")
+    # Rule names as everywhere else; "measured" says what it is: validation accuracy, read from the metadata.
+    assert (tiny["backbone"], tiny["rule"], tiny["validation accuracy"]) == ("conv4", "ALFA", "90.0% ± 2.0")
+    sine = table[table["name"] == "tiny-sine"].iloc[0]
+    assert (sine["rule"], sine["validation accuracy"]) == ("SGD (MAML)", "—")
+    assert "measured" not in table.columns and not table["default"].any()  # no manifest, no default
+    assert any(c.startswith("Validation accuracy: mean accuracy ± 95% confidence interval over the validation "
+                            "episodes run during training") for c in texts(at.caption))
     labels = [e.label for e in at.expander]
     assert any(label.startswith("tiny-alfa — ") for label in labels)
     position = next(i for i, label in enumerate(labels) if label.startswith("tiny-alfa"))
     summary = at.table[position].value  # one summary table per expander
     rows = dict(zip(summary["field"], summary["value"]))
     assert rows["Backbone"].startswith("conv4 (") and rows["Inner-loop rule"].startswith("ALFA (")
-    assert rows["Measured accuracy (validation)"] == "90.0% ± 2.0"
+    assert rows["Validation accuracy"] == "90.0% ± 2.0 (on Greek, measured during training)"
     assert rows["Trained on"].startswith("kind: omniglot") and "test: Tagalog" in rows["Trained on"]
     assert "python -m core train --config tiny.toml" in texts(at.code)
-    assert "Adapts with: alfa, sgd" in texts(at.caption)
+    assert "Adapts with: ALFA, SGD (MAML)" in texts(at.caption)
     assert any("Not an image classifier" in i for i in texts(at.info))
     assert any("broken.safetensors" in e and "not a safetensors checkpoint" in e for e in texts(at.error))
 
@@ -59,5 +65,54 @@ def test_shipped_checkpoint_shows_heldout_accuracy_and_a_damaged_one_its_error(d
     assert list(heldout["5-way 1-shot"]) == ["90.00 ± 0.40 (zero head)", "80.00 ± 0.40 (zero head)"]
     assert list(heldout["20-way 1-shot"]) == ["90.00 ± 0.40 (zero head)", "80.00 ± 0.40 (zero head)"]
     summary = dict(zip(at.table[0].value["field"], at.table[0].value["value"]))
-    assert summary["Measured on held-out classes, 5-way 1-shot"] == "ALFA 90.0% ± 0.4 · SGD (MAML) 80.0% ± 0.4"
+    assert summary["Held-out test accuracy, 5-way 1-shot"] == "ALFA 90.0% ± 0.4 · SGD (MAML) 80.0% ± 0.4"
+    # The manifest's default is marked in the table, in its expander and nowhere else.
+    table = at.dataframe[0].value
+    assert dict(zip(table["name"], table["default"])) == {"shipped-alfa": True}  # the damaged file is listed as an error
+    assert at.expander[0].label.startswith("shipped-alfa (default) — ")
+    assert any(c.startswith("Default checkpoint: the checkpoint the Adapt page offers first") for c in texts(at.caption))
     assert any("damaged.safetensors" in e and "does not match the hash" in e for e in texts(at.error))
+
+
+def test_validation_accuracy_says_how_it_was_measured(dashboard) -> None:
+    training = {
+        "command": "python -m core train --config tiny.toml",
+        "data": {"kind": "omniglot", "root": "(default)", "train": ["Latin"], "val": ["Greek", "Korean"],
+                 "test": ["Tagalog"]},
+        "config": {"validation": {"episodes": 100, "every": 200}, "task": {"n_way": 5, "k_shot": 1, "n_query": 5}},
+    }
+    save_tiny_checkpoint(dashboard.checkpoints / "tiny.safetensors", training=training,
+                         metrics={"validation": {"metric": "accuracy", "mean": 0.934, "ci95": 0.0162}})
+    at = dashboard.app(PAGE).run()
+    assert_clean(at)
+    assert at.dataframe[0].value["validation accuracy"][0] == "93.4% ± 1.6"
+    rows = dict(zip(at.table[0].value["field"], at.table[0].value["value"]))
+    assert rows["Validation accuracy"] == "93.4% ± 1.6 (100 episodes, 5-way 1-shot, on Greek, Korean, measured during training)"
+
+
+def test_checkpoint_view_reads_metrics_from_metadata_not_from_labels() -> None:
+    from app.checkpoint_view import MeasuredMetric, measured_metrics, validation_accuracy
+
+    metadata = {"metrics": {"validation": {"metric": "mse", "mean": 0.5, "ci95": 0.02},
+                            "train": {"metric": "accuracy", "mean": 0.75}, "broken": "n/a"}}
+    assert measured_metrics(metadata) == [MeasuredMetric("validation", "mse", 0.5, 0.02),
+                                          MeasuredMetric("train", "accuracy", 0.75, None)]
+    assert [(m.label, m.value) for m in measured_metrics(metadata)] == [
+        ("Validation MSE", "0.5 ± 0.02"), ("Train accuracy", "75.0%"),
+    ]
+    assert validation_accuracy(metadata) is None
+    assert validation_accuracy({}) is None
+
+
+def test_the_shipped_checkpoints_mark_their_default(dashboard, monkeypatch) -> None:
+    from core.checkpoints import SHIPPED_DIR
+
+    monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", str(SHIPPED_DIR))
+    at = dashboard.app(PAGE).run()
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert list(table.loc[table["default"], "name"]) == ["resnet12_alfa_maml"]
+    assert set(table["rule"]) == {"ALFA", "ALFA from random init", "SGD (MAML)"}
+    assert all(value.endswith(("%", "—")) or " ± " in value for value in table["validation accuracy"])
+    assert at.expander[0].label.startswith("resnet12_alfa_maml (default) — ")
+    assert set(at.dataframe[1].value["rule"]) == {"ALFA", "ALFA from random init", "SGD (MAML)"}
