@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 
 import pytest
+import torch
 
 from core.checkpoints import SHIPPED_DIR
 from core.config import load_config
 from core.model_io import load_learner, supported_rules
 from core.shipping import SETTINGS, read_manifest
 from models.checkpoint import file_sha256, read_metadata
+from tests.tolerances import gamma
 
 MANIFEST = read_manifest(SHIPPED_DIR)
 SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
@@ -46,7 +49,12 @@ def test_each_is_measured_on_held_out_alphabets_for_every_rule_it_supports(path)
     assert not set(data["test"]) & (set(data["train"]) | set(data["val"]))
     measured = {(r["rule"], r["way"], r["shot"]) for r in heldout["results"] if r["episodes"] == 600}
     assert measured == {(rule, way, shot) for rule in supported_rules(metadata) for way, shot in SETTINGS}
-    assert all(0 < r["accuracy"] <= 1 and 0 < r["ci95"] < 0.05 for r in heldout["results"])
+    # Episode accuracies lie in [0, 1], so their variance is at most a (1 - a) for mean a (Bhatia-Davis), and
+    # the interval 1.96 std / sqrt(n) at most 1.96 sqrt(a (1 - a) / n): 0.012 to 0.040 for these n = 600
+    # (a float64 mean and std over 600 values add gamma_1200 at most).
+    for r in heldout["results"]:
+        a, n = r["accuracy"], r["episodes"]
+        assert 0 < a <= 1 and 0 < r["ci95"] <= 1.96 * math.sqrt(a * (1 - a) / n) * (1 + gamma(2 * n, torch.float64))
     training = metadata["training"]
     assert training["command"].startswith("python -m core train --config configs/")
     assert training["tasks_seen"] > 0 and training["wall_seconds"] > 0

@@ -14,6 +14,7 @@ from core.pretrain import Pretrainer, load_pretrained
 from models.checkpoint import CheckpointError, load_checkpoint
 
 from tests.core.test_cli import TINY
+from tests.tolerances import gamma, unit_roundoff
 
 
 def _config(tmp_path: Path, root: Path, name: str, epochs: int, pretrained: Path, rule: str = "sgd") -> Path:
@@ -68,7 +69,13 @@ def test_pretraining_learns_resumes_exactly_and_seeds_meta_training(tmp_path, re
     first_conv = next(name for name in tensors if name.endswith("weight") and tensors[name].dim() == 4)
     start = tensors[first_conv]
     after = learner_tensors[f"backbone.{first_conv}"]
-    assert (after - start).abs().max() < 0.05 * start.abs().max()
+    # Adam's first step is lr * m / (sqrt(v) + eps) with m and sqrt(v) both |g| after bias correction: at most
+    # the outer rate (the cosine schedule only lowers it) per weight, up to the dozen or so float32 roundings
+    # of that arithmetic (its constants cast to float32, products, sqrt, divisions: gamma_16 covers them),
+    # plus one rounding of the updated weight.
+    lr, u32 = load_config(config).meta.outer_lr, unit_roundoff(torch.float32)
+    moved = float((after - start).abs().max())
+    assert moved <= lr * (1 + gamma(16, torch.float32)) + u32 * (float(start.abs().max()) + lr), moved
 
     # A pre-trained file from another recipe is refused rather than silently used.
     other = load_config(_config(tmp_path, real_omniglot, "other", 3, straight_file))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 
 import pytest
@@ -213,7 +212,9 @@ def test_rerun_repeats_the_stored_episode(store, checkpoint) -> None:
     ]
     for old, new in zip(first.adaptations, again.adaptations, strict=True):
         assert new.predictions == old.predictions and new.truths == old.truths
-        assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(new.support_loss, old.support_loss))
+        # Exact: the stored bytes decode to the same tensors, and the same operations on them in one process
+        # round the same way; floats round-trip through the store unchanged.
+        assert new.support_loss == old.support_loss
 
 
 def test_rerun_of_a_failed_run_tries_every_rule_again(store, checkpoint, monkeypatch) -> None:

@@ -13,9 +13,17 @@ from PIL import Image
 
 from core.data import images
 from core.data.images import MINIIMAGENET_SPEC, OMNIGLOT_SPEC, ImageError, ImageSpec, decode_image
+from tests.tolerances import unit_roundoff
 
 RGB4 = ImageSpec(channels=3, size=4)
 GRAY4 = ImageSpec(channels=1, size=4)
+
+# Decoding is integer work (PIL) up to one float32 division k / 255, correctly rounded on every CPU, and
+# torch.tensor(k / 255) rounds the double k / 255 to the same float32: the binary expansion of k / 255
+# repeats k's 8 bits, so it never comes near a float32 tie. Equal 8-bit levels therefore compare exactly.
+# Where PIL rounds to 8 bits, one level is 1 / 255; the float32 values on either side add at most a few
+# u32 (values <= 1), and ONE_LEVEL_SLACK (4 eps32 = 8 u32) covers them.
+ONE_LEVEL_SLACK = 8 * unit_roundoff(torch.float32)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **save_args: object) -> bytes:
@@ -41,8 +49,8 @@ def test_spec_round_trips_through_json() -> None:
 def test_spec_presets() -> None:
     assert (OMNIGLOT_SPEC.channels, OMNIGLOT_SPEC.size, OMNIGLOT_SPEC.invert) == (1, 28, True)
     assert (MINIIMAGENET_SPEC.channels, MINIIMAGENET_SPEC.size) == (3, 84)
-    assert MINIIMAGENET_SPEC.mean == pytest.approx((0.485, 0.456, 0.406))
-    assert MINIIMAGENET_SPEC.std == pytest.approx((0.229, 0.224, 0.225))
+    assert MINIIMAGENET_SPEC.mean == (0.485, 0.456, 0.406)  # the same literals, copied: exact
+    assert MINIIMAGENET_SPEC.std == (0.229, 0.224, 0.225)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +75,7 @@ def test_output_shape_dtype_and_range() -> None:
 
 def test_rgb_colours_survive() -> None:
     tensor = decode_image(encode(Image.new("RGB", (6, 6), (255, 0, 51))), RGB4)
-    assert torch.allclose(tensor[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]), atol=1e-6)
+    assert torch.equal(tensor[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))  # 255, 0, 51 over 255: exact
 
 
 def test_rgba_transparent_pixels_become_white() -> None:
@@ -75,16 +83,18 @@ def test_rgba_transparent_pixels_become_white() -> None:
     image.putpixel((0, 0), (0, 0, 0, 255))  # one opaque black pixel
     image.putpixel((1, 0), (0, 0, 0, 128))  # half-transparent black -> mid grey on white
     tensor = decode_image(encode(image), RGB4)
-    assert torch.allclose(tensor[:, 3, 3], torch.ones(3))
-    assert torch.allclose(tensor[:, 0, 0], torch.zeros(3))
-    assert torch.allclose(tensor[:, 0, 1], torch.full((3,), 127 / 255), atol=2 / 255)
+    assert torch.equal(tensor[:, 3, 3], torch.ones(3))
+    assert torch.equal(tensor[:, 0, 0], torch.zeros(3))
+    # 255 (1 - 128/255) = 127 exactly; PIL composites in integers with rounded fixed-point divisions, so one
+    # level either way is its rounding (the same on every CPU), not a different blend.
+    assert torch.allclose(tensor[:, 0, 1], torch.full((3,), 127 / 255), rtol=0, atol=1 / 255 + ONE_LEVEL_SLACK)
 
 
 def test_la_transparent_pixels_become_white_in_grayscale() -> None:
     image = Image.new("LA", (4, 4), (0, 0))
     tensor = decode_image(encode(image), GRAY4)
     assert tensor.shape == (1, 4, 4)
-    assert torch.allclose(tensor, torch.ones_like(tensor))
+    assert torch.equal(tensor, torch.ones_like(tensor))
 
 
 def test_palette_with_and_without_transparency() -> None:
@@ -92,17 +102,17 @@ def test_palette_with_and_without_transparency() -> None:
     image.putpalette([255, 0, 0, 0, 0, 255] + [0] * (256 * 3 - 6))  # 0 = red, 1 = blue
     image.putpixel((0, 0), 1)
     opaque = decode_image(encode(image), RGB4)
-    assert torch.allclose(opaque[:, 1, 1], torch.tensor([1.0, 0.0, 0.0]))
-    assert torch.allclose(opaque[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(opaque[:, 1, 1], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(opaque[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
 
     transparent_red = decode_image(encode(image, transparency=0), RGB4)
-    assert torch.allclose(transparent_red[:, 1, 1], torch.ones(3))
-    assert torch.allclose(transparent_red[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(transparent_red[:, 1, 1], torch.ones(3))
+    assert torch.equal(transparent_red[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
 
 
 def test_cmyk_converts_to_rgb() -> None:
     tensor = decode_image(encode(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "TIFF"), RGB4)
-    assert torch.allclose(tensor[:, 2, 2], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(tensor[:, 2, 2], torch.tensor([1.0, 0.0, 0.0]))
 
 
 @pytest.mark.parametrize("value, expected", [(0, 0), (32896, 128), (65535, 255), (257 * 40, 40)])
@@ -110,19 +120,20 @@ def test_16bit_grayscale_png_is_scaled_not_clipped(value: int, expected: int) ->
     data = encode(Image.new("I;16", (4, 4), value))
     assert Image.open(io.BytesIO(data)).mode == "I;16"
     tensor = decode_image(data, GRAY4)
-    assert torch.allclose(tensor, torch.full_like(tensor, expected / 255))
+    assert torch.equal(tensor, torch.full_like(tensor, expected / 255))  # the same 8-bit level: exact
 
 
 def test_32bit_integer_tiff_is_read_as_16bit_range() -> None:
     data = encode(Image.new("I", (4, 4), 257 * 200), "TIFF")
     assert Image.open(io.BytesIO(data)).mode == "I"
-    assert torch.allclose(decode_image(data, GRAY4), torch.full((1, 4, 4), 200 / 255))
+    assert torch.equal(decode_image(data, GRAY4), torch.full((1, 4, 4), 200 / 255))
 
 
 @pytest.mark.parametrize("value, expected", [(0.5, 0.5), (102.0, 0.4)])
 def test_float_tiff_in_unit_or_byte_range(value: float, expected: float) -> None:
     tensor = decode_image(encode(Image.new("F", (4, 4), value), "TIFF"), GRAY4)
-    assert torch.allclose(tensor, torch.full_like(tensor, expected), atol=1 / 255)
+    # Rounding to the nearest 8-bit level moves a value by at most half a level (0.5 -> 128 / 255).
+    assert torch.allclose(tensor, torch.full_like(tensor, expected), rtol=0, atol=0.5 / 255 + ONE_LEVEL_SLACK)
 
 
 def test_one_bit_image() -> None:
@@ -136,18 +147,20 @@ def test_one_bit_image() -> None:
 def test_grayscale_becomes_three_equal_channels_and_rgb_becomes_gray() -> None:
     gray = decode_image(encode(Image.new("L", (4, 4), 51)), RGB4)
     assert gray.shape == (3, 4, 4)
-    assert torch.allclose(gray, torch.full_like(gray, 0.2))
+    assert torch.equal(gray, torch.full_like(gray, 0.2))  # 51 / 255
     red_as_gray = decode_image(encode(Image.new("RGB", (4, 4), (255, 0, 0))), GRAY4)
     assert red_as_gray.shape == (1, 4, 4)
-    assert torch.allclose(red_as_gray, torch.full_like(red_as_gray, 76 / 255), atol=1 / 255)  # ITU-R 601 luma
+    # ITU-R 601 luma: 0.299 * 255 = 76.2, which PIL's rounded fixed-point conversion makes level 76.
+    assert torch.equal(red_as_gray, torch.full_like(red_as_gray, 76 / 255))
 
 
 def test_invert_and_normalisation() -> None:
     data = encode(Image.new("L", (4, 4), 255))
-    assert torch.allclose(decode_image(data, ImageSpec(1, 4, invert=True)), torch.zeros(1, 4, 4))
+    assert torch.equal(decode_image(data, ImageSpec(1, 4, invert=True)), torch.zeros(1, 4, 4))
     spec = ImageSpec(3, 4, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0))
     tensor = decode_image(data, spec)  # white = 1.0 everywhere before normalising
-    assert torch.allclose(tensor[:, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
+    # (1 - 0.5) / 0.5, (1 - 0.25) / 0.25, (1 - 0) / 2: powers of two and small integers, exact in float32.
+    assert torch.equal(tensor[:, 0, 0], torch.tensor([1.0, 3.0, 0.5]))
 
 
 def test_omniglot_sized_resize_is_antialiased() -> None:

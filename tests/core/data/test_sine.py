@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.data import RegressionTask, SineTaskFamily
+from tests.tolerances import unit_roundoff
 
 
 def test_same_seed_and_index_give_the_same_task() -> None:
@@ -39,8 +40,16 @@ def test_shapes_ranges_and_curve() -> None:
         assert 0.1 <= amplitude <= 5.0 and 0.8 <= frequency <= 1.2 and 0.0 <= phase <= math.pi
         assert float(task.query_x.min()) >= -5.0 and float(task.query_x.max()) <= 5.0
         expected = amplitude * torch.sin(frequency * task.query_x.double() - phase)
-        assert torch.allclose(task.query_y.double(), expected, atol=1e-5)
-        assert float(task.support_y.abs().max()) <= amplitude + 1e-5
+        # y is computed in float64 from the float64 x, then rounded to float32; the check starts from x rounded
+        # to float32 (off by u32 |x| <= 5 u32), which the slope A f turns into 5 A f u32; rounding y adds A u32.
+        # The float64 sides (numpy's and torch's sin within 4 ulp on any CPU, arguments up to 5 f + pi) add
+        # a few u64 A (5 f + pi).
+        u32, u64 = unit_roundoff(torch.float32), unit_roundoff(torch.float64)
+        tolerance = amplitude * (5 * frequency + 1) * u32 + 8 * u64 * amplitude * (5 * frequency + math.pi)
+        assert float((task.query_y.double() - expected).abs().max()) <= tolerance
+        # |sin| <= 1 up to its 4 ulp (8 u64), A sin and this bound round once or twice more in float64, and the
+        # float32 rounding of y adds at most u32: |y| <= A (1 + u32)(1 + 16 u64).
+        assert float(task.support_y.abs().max()) <= amplitude * (1 + u32) * (1 + 16 * u64)
     amplitudes = [task.params["amplitude"] for task in tasks]
     assert min(amplitudes) < 1.0 and max(amplitudes) > 4.0  # the whole range gets used
 

@@ -8,9 +8,15 @@ import torch
 from core.learner import Learner
 from core.meta.maml import MAMLGradient, Task
 from core.rules import ALFARule, MetaSGDRule, PerStepRule, SGDRule, build_rule
+from tests.tolerances import unit_roundoff
 
 SHAPES = {"a.weight": torch.Size([3, 4]), "a.bias": torch.Size([3]), "b.weight": torch.Size([2, 3])}
 NAMES = list(SHAPES)
+
+# The rules update element by element: each new value is one multiply and one subtract (ALFA: two multiplies
+# and a subtract), each correctly rounded by whichever kernel runs it, with nothing a kernel could reorder or
+# fuse. Where a test writes the same expression with the same float32 operands, the results are equal.
+EXACT = {"rtol": 0, "atol": 0}
 
 
 def _params_and_grads(seed=0):
@@ -24,20 +30,22 @@ def test_sgd_update_and_trace():
     params, grads = _params_and_grads()
     new, trace = SGDRule(NAMES, SHAPES, lr=0.25).step(params, grads, 0, {})
     for n in NAMES:
-        torch.testing.assert_close(new[n], params[n] - 0.25 * grads[n])
+        torch.testing.assert_close(new[n], params[n] - 0.25 * grads[n], **EXACT)  # same operations and operands
         assert float(trace.alpha[n]) == 0.25 and float(trace.beta[n]) == 1.0
 
 
 def test_per_step_rule_uses_the_rate_of_each_step_and_clamps_past_the_last():
     rule = PerStepRule(NAMES, SHAPES, steps=3, lr=0.1)
     with torch.no_grad():
-        for key, rates in rule.rates.items():
+        for rates in rule.rates.values():
             rates.copy_(torch.tensor([0.1, 0.2, 0.3]))
     params, grads = _params_and_grads()
     for step, rate in [(0, 0.1), (2, 0.3), (7, 0.3)]:
         new, trace = rule.step(params, grads, step, {})
-        torch.testing.assert_close(new["a.bias"], params["a.bias"] - rate * grads["a.bias"])
-        assert float(trace.alpha["a.bias"]) == pytest.approx(rate)
+        # torch multiplies a float32 tensor by a Python number in float32: the same operand as the stored rate.
+        torch.testing.assert_close(new["a.bias"], params["a.bias"] - rate * grads["a.bias"], **EXACT)
+        # The stored rate is the Python number rounded once to float32: within u32 of it, relatively.
+        assert float(trace.alpha["a.bias"]) == pytest.approx(rate, rel=unit_roundoff(torch.float32), abs=0)
 
 
 def test_meta_sgd_is_elementwise():
@@ -46,8 +54,8 @@ def test_meta_sgd_is_elementwise():
         rule.rates["a-weight"].uniform_(0.0, 1.0)
     params, grads = _params_and_grads()
     new, trace = rule.step(params, grads, 0, {})
-    torch.testing.assert_close(new["a.weight"], params["a.weight"] - rule.rates["a-weight"] * grads["a.weight"])
-    assert float(trace.alpha["a.weight"]) == pytest.approx(float(rule.rates["a-weight"].detach().mean()))
+    torch.testing.assert_close(new["a.weight"], params["a.weight"] - rule.rates["a-weight"] * grads["a.weight"], **EXACT)
+    assert float(trace.alpha["a.weight"]) == float(rule.rates["a-weight"].detach().mean())  # the same reduction
 
 
 def test_alfa_generator_input_layout_and_output_split():
@@ -57,7 +65,8 @@ def test_alfa_generator_input_layout_and_output_split():
     grads = {n: g.requires_grad_() for n, g in grads.items()}
     state = rule.generator_input(params, grads)
     expected = torch.tensor([float(params[n].mean()) for n in NAMES] + [float(grads[n].mean()) for n in NAMES])
-    torch.testing.assert_close(state.detach(), expected)
+    # Exact: each float32 mean goes through a Python float (exactly) and back to float32 (exactly).
+    torch.testing.assert_close(state.detach(), expected, **EXACT)
     # Weight means carry gradient (they are part of the task state), gradient means are constants.
     assert state.requires_grad
     state[len(NAMES):].sum().backward()
@@ -65,8 +74,8 @@ def test_alfa_generator_input_layout_and_output_split():
     assert rule.generator[0].in_features == 2 * len(NAMES) == rule.generator[2].out_features
     alpha_tilde, beta_tilde = rule.generate(params, grads)
     full = rule.generator(rule.generator_input(params, grads))
-    torch.testing.assert_close(alpha_tilde, full[: len(NAMES)])
-    torch.testing.assert_close(beta_tilde, full[len(NAMES):])
+    torch.testing.assert_close(alpha_tilde, full[: len(NAMES)], **EXACT)  # the same call on the same input
+    torch.testing.assert_close(beta_tilde, full[len(NAMES):], **EXACT)
 
 
 @pytest.mark.parametrize("random_init", [False, True])
@@ -89,27 +98,32 @@ def test_alfa_applied_update_equals_equation_elementwise(random_init):
         if random_init:
             shrink = rule.decay[n.replace(".", "-")] * shrink
         expected = (1 - shrink) * params[n] - alpha * grads[n]
-        torch.testing.assert_close(new[n], expected, rtol=0, atol=1e-7)
-        assert float(trace.alpha[n]) == pytest.approx(float(alpha))
-        assert float(trace.beta[n]) == pytest.approx(float((1 - shrink).mean()))
+        # Exact: the generator sees the same means in the same layout (the same Linear calls on the same
+        # input), and eq. (7) is the same element-wise operations on the same operands.
+        torch.testing.assert_close(new[n], expected, **EXACT)
+        assert float(trace.alpha[n]) == float(alpha)
+        assert float(trace.beta[n]) == float((1 - shrink).mean())
 
 
 def test_alfa_initial_post_multipliers_follow_the_reference():
     rule = ALFARule(NAMES, SHAPES, steps=5, lr=0.01, weight_decay=5e-4)
     assert rule.alpha0.shape == (5, len(NAMES))
-    torch.testing.assert_close(rule.alpha0, torch.full((5, 3), 0.01))
-    torch.testing.assert_close(rule.beta0, torch.full((5, 3), 5e-6))
+    # Exact: 5e-4 * 0.01 is the double 5e-6, so both sides round the same double to float32.
+    torch.testing.assert_close(rule.alpha0, torch.full((5, 3), 0.01), **EXACT)
+    torch.testing.assert_close(rule.beta0, torch.full((5, 3), 5e-6), **EXACT)
     random = ALFARule(NAMES, SHAPES, steps=5, random_init=True)
-    torch.testing.assert_close(random.beta0, torch.ones(5, 3))
-    torch.testing.assert_close(random.decay["a-weight"], torch.full((3, 4), 5e-6))
+    torch.testing.assert_close(random.beta0, torch.ones(5, 3), **EXACT)
+    torch.testing.assert_close(random.decay["a-weight"], torch.full((3, 4), 5e-6), **EXACT)
 
 
 def test_identity_generator_init_starts_as_sgd_with_decay():
     rule = ALFARule(NAMES, SHAPES, steps=2, lr=0.05, weight_decay=0.0, generator_init="identity")
     params, grads = _params_and_grads(3)
     new, _ = rule.step(params, grads, 0, {})
+    # Exact: a zero last layer with bias one outputs exactly 1, so the rates are exactly 0.05 (float32) and
+    # the decay exactly 0, leaving the same multiply and subtract as plain SGD.
     for n in NAMES:
-        torch.testing.assert_close(new[n], params[n] - 0.05 * grads[n])
+        torch.testing.assert_close(new[n], params[n] - 0.05 * grads[n], **EXACT)
 
 
 def test_alfa_random_init_never_changes_the_backbone():
