@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from core.layer_names import LayerLabel, label_layers
 from core.rule_spread import LayerSpread, RuleSpread
-from core.store import AdaptationDetail, RunDetail
+from core.store import AdaptationDetail
 
 _MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}
 DEPTH_COLOURS = "Viridis"
@@ -468,23 +468,5 @@ def confusion_figure(adaptation: AdaptationDetail, class_names: Sequence[str]) -
         xaxis={**axis, "title": {"text": f"predicted{within}"}, "tickangle": -45 if n > 6 else 0},
         yaxis={**axis, "title": {"text": f"truth{within}"}, "autorange": "reversed"},
         height=max(320, 26 * n + 160), margin=_MARGIN,
-    )
-    return figure
-
-
-def overlay_support_loss(details: Sequence[RunDetail]) -> go.Figure:
-    """Support loss per step of several runs, one line per (run, rule)."""
-    figure = go.Figure()
-    for detail in details:
-        for adaptation in detail.adaptations:
-            figure.add_trace(
-                go.Scatter(
-                    x=list(range(len(adaptation.support_loss))), y=_clean(adaptation.support_loss),
-                    mode="lines+markers", name=f"#{detail.id} {adaptation.rule_label}",
-                )
-            )
-    figure.update_layout(
-        title={"text": "Support loss per inner step"}, height=380, margin=_MARGIN,
-        xaxis={"title": {"text": "inner step"}, "dtick": 1}, yaxis={"title": {"text": "cross-entropy"}},
     )
     return figure

@@ -2,7 +2,8 @@
 
 Three views of the rules chosen (all by default) — a layer x step heatmap, lines coloured by depth, all rules on
 one figure — plus, on demand, this episode against the spread over held-out episodes of the same checkpoint.
-Tabs rerun on a switch so that only the open one draws (a stored 20-way run opens in well under 1.5 s).
+Tabs rerun on a switch so that only the open one draws: opening a run builds at most one figure per rule, and
+nothing is adapted until the held-out comparison is switched on.
 """
 
 from __future__ import annotations
