@@ -29,6 +29,8 @@ RESULT_PREFIXES = ("accuracy: ", "final support loss: ")
 MEAN_OVER_LAYERS = None  # ``layer`` of :func:`trace_overlay` meaning the mean over every layer
 
 _MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+# Below the plot, so that many (run, rule) names do not squeeze it.
+_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0}
 
 
 def run_title(summary: RunSummary) -> str:
@@ -221,22 +223,28 @@ def parallel_coordinates(points: Sequence[AccuracyPoint]) -> go.Figure:
             "range": [-0.5, len(values) - 0.5] if len(values) > 1 else [-1, 1],
         }
 
+    def numeric(label: str, chosen: list[int]) -> dict:
+        ticks = sorted(set(chosen))  # whole numbers only: no 2.5-way ticks
+        return {"label": label, "values": chosen, "tickvals": ticks, "range": [ticks[0] - 0.5, ticks[-1] + 0.5]}
+
     accuracies = [100 * p.accuracy for p in points]
     dimensions = [
-        {"label": "way", "values": [p.way for p in points]},
-        {"label": "shot", "values": [p.shot for p in points]},
-        {"label": "steps", "values": [p.steps for p in points]},
+        numeric("way", [p.way for p in points]),
+        numeric("shot", [p.shot for p in points]),
+        numeric("steps", [p.steps for p in points]),
         categorical("checkpoint", checkpoints, [p.checkpoint for p in points]),
         categorical("rule", rules, [p.rule for p in points], rule_label),
         {"label": "accuracy (%)", "values": accuracies, "range": [0, 100]},
     ]
     figure = go.Figure(
         go.Parcoords(
-            line={"color": accuracies, "colorscale": "Viridis", "cmin": 0, "cmax": 100, "showscale": True},
+            line={"color": accuracies, "colorscale": "Viridis", "cmin": 0, "cmax": 100, "showscale": True,
+                  "colorbar": {"title": {"text": "%"}}},
             dimensions=dimensions,
         )
     )
-    figure.update_layout(title="Settings → accuracy, one line per run and rule", height=420, margin={**_MARGIN, "l": 60})
+    # No title: the axis labels sit above the plot, where a title would cover them.
+    figure.update_layout(height=420, margin={"l": 60, "r": 40, "t": 60, "b": 20})
     return figure
 
 
@@ -269,7 +277,7 @@ def curve_overlay(details: Sequence[RunDetail], metric: Literal["support_loss", 
     loss = metric == "support_loss"
     figure.update_layout(
         title="Support loss per inner step" if loss else "Support accuracy per inner step",
-        height=360, margin=_MARGIN, xaxis={"title": "inner step", "dtick": 1},
+        height=400, margin=_MARGIN, xaxis={"title": "inner step", "dtick": 1}, legend=_LEGEND,
         yaxis={"title": "cross-entropy"} if loss else {"title": "accuracy", "tickformat": ".0%", "range": [0, 1.05]},
     )
     return figure
@@ -313,7 +321,7 @@ def trace_overlay(details: Sequence[RunDetail], which: Literal["alpha", "beta"],
     symbol = "α" if which == "alpha" else "β"
     where = "mean over layers" if layer is None else layer
     figure.update_layout(
-        title=f"{symbol} per inner step ({where})", height=360, margin=_MARGIN,
+        title=f"{symbol} per inner step ({where})", height=400, margin=_MARGIN, legend=_LEGEND,
         xaxis={"title": "inner step", "dtick": 1}, yaxis={"title": which},
     )
     return figure

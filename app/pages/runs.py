@@ -361,6 +361,7 @@ def _compare(selected: list[RunSummary], listed: list[RunSummary]) -> None:
         },
     )
     st.caption("One value per run and rule. ± is the half-width of the 95% interval, 1.96 · std / √n.")
+    st.markdown("#### Settings → accuracy, one line per run and rule")
     st.plotly_chart(compare.parallel_coordinates(points), key="compare_parallel", width="stretch")
 
 

@@ -446,3 +446,22 @@ def test_a_failed_rerun_opens_the_failed_run_with_the_error_on_top(dashboard, se
     new_id = max(s.id for s in dashboard.store().list_runs())
     assert url_values(at, "run") == [str(new_id)] and new_id != failed
     assert texts(at.error)[0].startswith(f"The re-run of run #{failed} failed and was stored as run #{new_id}: Meta-SGD")
+
+
+@pytest.mark.slow
+def test_a_thousand_runs_stay_usable(dashboard) -> None:
+    store = dashboard.store()
+    for i in range(1000):
+        store.save_run(run_input(n_way=2 + i % 4), [adaptation("sgd", accuracy=(i % 10) / 10)], total_seconds=1.0)
+    at = dashboard.app(RUNS).run()
+    assert_clean(at)
+    assert len(table(at).value) == 1000
+    at.session_state[table(at).key] = {"selection": {"rows": list(range(1000)), "columns": [], "cells": []}}
+    at.run()
+    assert_clean(at)
+    assert "1000 selected run(s)" in texts(at.subheader)
+    # Curves and settings are drawn for a readable number of runs; the groups count every selected run.
+    assert len(chart(at, "compare_loss")["data"]) == 20
+    assert any("first 20 selected runs; the groups use all 1000" in c for c in texts(at.caption))
+    at.multiselect(key="group_by").set_value(["way"]).run()
+    assert list(frame(at, "± 95% CI")["n"]) == [250] * 4
