@@ -20,9 +20,9 @@ st.set_page_config(page_title="Few-shot adaptation with ALFA", layout="wide")
 
 navigation = st.navigation(
     [
-        st.Page("pages/adapt.py", title="Adapt", icon=":material/science:", url_path="adapt", default=True),
-        st.Page("pages/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
-        st.Page("pages/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
+        st.Page("screens/adapt.py", title="Adapt", icon=":material/science:", url_path="adapt", default=True),
+        st.Page("screens/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
+        st.Page("screens/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
     ]
 )
 navigation.run()

@@ -19,9 +19,8 @@ from core.data.folders import FolderImageSet
 from core.data.images import ImageSpec, model_input_png, shown_image
 from core.data.omniglot import OmniglotImageSet
 from core.learner import Learner
-from core.model_io import load_learner
+from core.model_io import file_sha256, load_learner
 from core.store import Store, default_database_url
-from models.checkpoint import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,8 +16,8 @@ from app.resources import model_input_images, shown_images
 from app.trace_view import render_traces
 from core.store import RunDetail, Store, run_detail_to_dict
 
-RUNS_PAGE = "pages/runs.py"
-ADAPT_PAGE = "pages/adapt.py"
+RUNS_PAGE = "screens/runs.py"
+ADAPT_PAGE = "screens/adapt.py"
 
 
 def shots_text(detail: RunDetail) -> str:

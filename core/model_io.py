@@ -10,7 +10,7 @@ import torch
 
 from core.learner import Learner
 from core.rules import RULE_NAMES
-from models.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from models.checkpoint import CheckpointError, file_sha256, load_checkpoint, read_metadata, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,4 +100,12 @@ def load_learner(path: str | Path, rule: str | None = None, device: torch.device
     return learner.to(device), metadata
 
 
-__all__ = ["CheckpointError", "code_version", "load_learner", "read_metadata", "save_learner", "supported_rules"]
+__all__ = [
+    "CheckpointError",
+    "code_version",
+    "file_sha256",
+    "load_learner",
+    "read_metadata",
+    "save_learner",
+    "supported_rules",
+]

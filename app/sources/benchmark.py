@@ -14,7 +14,7 @@ from core.data.images import ImageError, ImageSpec, model_input_png, shown_image
 from core.data.omniglot import default_omniglot_root, ensure_omniglot, list_alphabets
 from core.data.sampler import EpisodeSampler
 from core.data.uploads import items_from_benchmark
-from models.checkpoint import CheckpointError
+from core.model_io import CheckpointError
 
 INPUT_ERRORS = (ValueError, ImageError, CheckpointError, FileNotFoundError, KeyError)
 OMNIGLOT, FOLDERS = "omniglot", "folders"

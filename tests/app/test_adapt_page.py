@@ -304,7 +304,7 @@ def test_every_accepted_image_mode_renders_in_a_stored_run_here_and_on_the_runs_
     run_id = run_rules(store=dashboard.store(), checkpoint_path=with_checkpoint, rules=["alfa", "sgd"],
                        episode=episode, items=items, steps=1, device="cpu", source="upload", dataset="upload",
                        split=None, seed=None)
-    at = dashboard.app("pages/runs.py", run=str(run_id)).run()
+    at = dashboard.app("screens/runs.py", run=str(run_id)).run()
     assert_clean(at)
     assert html_text(at).count('class="fs-main"') == len(files)
     at.toggle(key=next(t.key for t in at.toggle if t.key.endswith("_model_view"))).set_value(True).run()

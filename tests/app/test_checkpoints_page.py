@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint
 from tests.app.test_adapt_page import assert_clean, texts
 
-PAGE = "pages/checkpoints.py"
+PAGE = "screens/checkpoints.py"
 
 
 def test_without_checkpoints_the_page_gives_the_train_command(dashboard) -> None:

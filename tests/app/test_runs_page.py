@@ -19,7 +19,7 @@ from tests.app.builders import TINY_IMAGE, save_tiny_checkpoint, shape_png, uplo
 from tests.app.test_adapt_page import assert_clean, texts
 from tests.core.store.builders import adaptation, run_input
 
-RUNS = "pages/runs.py"
+RUNS = "screens/runs.py"
 FILTER_KEYS = ("dates", "search", "tags", "min_accuracy", "sources", "datasets", "statuses", "ways", "shots",
                "checkpoints", "rules")
 

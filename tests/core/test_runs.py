@@ -78,11 +78,11 @@ def test_a_run_stores_exactly_what_adapt_returned(store, checkpoint, monkeypatch
         assert (stored.seconds, stored.head_init, stored.steps) == (result.seconds, result.head_init, 3)
     stored_bytes = [store.get_image(item.image_sha256)[0] for item in detail.items]
     assert stored_bytes == [item.image.data for item in items]
-    assert [(e.rule, e.stage) for e in events] == [
-        ("alfa", "loading"), ("alfa", "adapting"), ("alfa", "done"),
-        ("sgd", "loading"), ("sgd", "adapting"), ("sgd", "done"),
-    ]
-    assert events[2].accuracy == results[0].accuracy and events[0].total == 2
+    # Per rule: loading, adapting before the first step and after each of the 3, then done.
+    per_rule = ["loading", "adapting", "adapting", "adapting", "adapting", "done"]
+    assert [(e.rule, e.stage) for e in events] == [("alfa", s) for s in per_rule] + [("sgd", s) for s in per_rule]
+    assert [(e.step, e.steps) for e in events[1:6]] == [(0, 3), (1, 3), (2, 3), (3, 3), (3, 3)]
+    assert events[5].accuracy == results[0].accuracy and events[0].total == 2
 
 
 def test_the_loaded_learner_is_shared_and_never_modified(store, checkpoint) -> None:
@@ -292,3 +292,28 @@ def test_checkpoint_search_folders_can_be_replaced(monkeypatch, tmp_path) -> Non
     assert search_dirs() == [tmp_path]
     monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", str(tmp_path / "shipped"))
     assert search_dirs() == [tmp_path / "shipped", tmp_path]
+
+
+def test_a_started_run_is_stored_with_its_progress_even_if_nobody_waits(store, checkpoint) -> None:
+    """start_run: the worker adapts and stores; the ticket shows the progress and the outcome afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.runs import start_run
+
+    episode, items = uploads()
+    with ThreadPoolExecutor(1) as executor:
+        ticket = start_run(executor, store=store, checkpoint_path=checkpoint, rules=["sgd"], episode=episode,
+                           items=items, steps=2, device="cpu", source="upload", dataset="upload", split=None,
+                           seed=None)
+    assert ticket.done
+    run_id, error = ticket.outcome()
+    assert error is None and store.get_run(run_id).status == "succeeded"
+    assert [(e.stage, e.step) for e in ticket.events] == [
+        ("loading", 0), ("adapting", 0), ("adapting", 1), ("adapting", 2), ("done", 2)
+    ]
+    with ThreadPoolExecutor(1) as executor:
+        refused = start_run(executor, store=store, checkpoint_path=checkpoint, rules=[], episode=episode,
+                            items=items, steps=2, device="cpu", source="upload", dataset="upload", split=None,
+                            seed=None)
+    assert refused.outcome() == (None, "choose at least one inner-loop rule to adapt with")
+    assert [s.id for s in store.list_runs()] == [run_id]

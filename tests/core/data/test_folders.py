@@ -146,7 +146,7 @@ def test_labelled_episode_folder(tmp_path: Path) -> None:
     assert episode.query_labels.tolist() == [1, 1, 2]  # cat/q1, cat/q2, dog/q0
     assert [Path(s).name for s in episode.query_sources] == ["q1.png", "q2.png", "q0.jpg"]
     assert episode.support_sources[0] == str(tmp_path / "support" / "ant" / "s0.png")
-    assert episode.provenance == {"source": "folder", "path": str(tmp_path)}
+    assert episode.provenance == {"source": "folder", "path": str(tmp_path), "skipped_files": []}
     # Images match their labels: cats are red, dogs blue.
     assert float(episode.query_images[0, 0].mean()) > 0.9
     assert float(episode.query_images[2, 2].mean()) > 0.9

@@ -65,7 +65,7 @@ if not usable:
     )
     st.code(TRAIN_COMMAND, language="bash")
     if len(entries) > len(usable):
-        st.page_link("pages/checkpoints.py", label="See the files that were found but cannot be used")
+        st.page_link("screens/checkpoints.py", label="See the files that were found but cannot be used")
     st.stop()
 
 labels = [f"{entry.name} — {short_path(entry.path)}" for entry in usable]
