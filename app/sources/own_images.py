@@ -281,30 +281,31 @@ def render(source: str, spec: ImageSpec, domain: StrokeDomain | None, model_view
     return _episode(episode, spec)
 
 
+UNLABELLED = -1  # the label widget's "no class" option: a None value would show as an empty choice
+
+
 def _query_labels(episode: OwnEpisode) -> None:
     if not episode.queries:
         return
     class_ids = [c.class_id for c in episode.classes]
     # Names as of this run, captured: the widget compares labels, so its formatter must not change under it.
-    names: dict[int | None, str] = {None: "unlabelled", **{c: class_name(c) for c in class_ids}}
+    names = {UNLABELLED: "unlabelled", **{c: class_name(c) for c in class_ids}}
     st.caption("Label the queries you know to get an accuracy (optional).")
     cells = st.columns(4)
     for index, query in enumerate(episode.queries):
         key = f"query_label_{query.image_id}"
         label = episode.labels.get(query.image_id)
-        if label not in class_ids:
-            label = None
-        st.session_state[key] = label  # the episode's label is the truth; the widget only edits it
+        st.session_state[key] = label if label in class_ids else UNLABELLED  # the episode holds the truth
         with cells[index % 4]:
             st.selectbox(
-                f"Label of {query.name}", [None, *class_ids], key=key,
-                format_func=names.__getitem__,
+                f"Label of {query.name}", [UNLABELLED, *class_ids], key=key, format_func=names.__getitem__,
                 on_change=_set_label, args=(query.image_id, key),
             )
 
 
 def _set_label(image_id: int, key: str) -> None:
-    state().labels[image_id] = st.session_state.get(key)
+    value = st.session_state.get(key)
+    state().labels[image_id] = None if value in (None, UNLABELLED) else value
 
 
 def _episode(episode: OwnEpisode, spec: ImageSpec) -> tuple[Prepared | None, Readiness]:

@@ -66,7 +66,7 @@ def upload_episode(at, n_classes: int = 3, names=SHAPES, shots: int = 2, query_l
     add_files(at, "query", [(f"query-{c}.png", shape_png(c, 4)) for c in range(n_classes)])
     ids = class_ids(at)
     for key, label in zip(query_label_keys(at), query_labels or []):
-        at.selectbox(key=key).set_value(None if label is None else ids[label]).run()
+        at.selectbox(key=key).set_value(-1 if label is None else ids[label]).run()
     return at
 
 
@@ -202,7 +202,7 @@ def test_query_labels_survive_renaming_and_adding_and_a_removal_is_announced(das
     assert at.selectbox(key=keys[1]).options == ["unlabelled", "circle", "box", "cross", "class 4"]
     at.button(key=f"remove_class_{third}").click().run()
     assert_clean(at)
-    assert [at.selectbox(key=k).value for k in keys] == [first, second, None]
+    assert [at.selectbox(key=k).value for k in keys] == [first, second, -1]  # -1: "unlabelled"
     assert "1 query was labelled 'cross', which you removed; now unlabelled: query-2.png." in texts(at.info)
     at.slider(key="steps").set_value(2).run()  # said once, not on every rerun
     assert not any("which you removed" in i for i in texts(at.info))

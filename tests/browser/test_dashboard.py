@@ -173,20 +173,31 @@ def _images(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
     return supports, queries
 
 
-def _choose(page, combobox_name: str, option: str) -> None:
-    """Pick ``option`` in a Streamlit selectbox/multiselect (a react-aria combobox: type to filter, click)."""
-    combo = page.get_by_role("combobox", name=combobox_name)
-    combo.focus()
-    combo.press_sequentially(option, delay=20)
-    page.get_by_role("option", name=option, exact=True).first.wait_for()
-    # The keyboard picks the filtered option: a click can miss it while the list is laid out again (a canvas
-    # component on the page resizes itself as the dropdown opens).
-    combo.press("Enter")
-    page.wait_for_function(
-        "([name, option]) => [...document.querySelectorAll('[role=combobox]')].some("
-        "c => c.getAttribute('aria-label') === name && (c.value === option || c.closest('[data-baseweb], div')"
-        "?.innerText.includes(option)))", arg=[combobox_name, option], timeout=WAIT_MS,
-    )
+def _choose(page, combobox_name: str, option: str, attempts: int = 3) -> None:
+    """Pick ``option`` in a Streamlit selectbox (a react-aria combobox): type to filter, Enter, and check it shows.
+
+    The keyboard picks the filtered option: a click can miss it while the list is laid out again. A rerun in
+    flight can replace the widget while typing, so the whole pick is retried once the page is idle.
+    """
+    for attempt in range(attempts):
+        _wait_idle(page)
+        combo = page.get_by_role("combobox", name=combobox_name)
+        try:
+            combo.click()
+            combo.press_sequentially(option, delay=20)
+            page.get_by_role("option", name=option, exact=True).first.wait_for(timeout=15_000)
+            combo.press("Enter")
+            _wait_idle(page)
+            page.wait_for_function(
+                "([name, option]) => [...document.querySelectorAll('input[role=combobox]')]"
+                ".some(c => c.getAttribute('aria-label') === name && c.value === option)",
+                arg=[combobox_name, option], timeout=15_000,
+            )
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
 
 
 def _upload(page, file_input, paths, shown, attempts: int = 3) -> None:
