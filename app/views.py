@@ -17,6 +17,7 @@ from app.trace_view import render_traces
 from core.store import RunDetail, Store, run_detail_to_dict
 
 RUNS_PAGE = "screens/runs.py"
+RUN_TABS = ("Queries", "Support set", "Loss per step", "α and β", "Confusion matrix")
 ADAPT_PAGE = "screens/adapt.py"
 
 
@@ -59,35 +60,33 @@ def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
             counted = "" if labelled is None else f" · {labelled} labelled queries"
             st.caption(f"{adaptation.seconds:.2f} s · head {adaptation.head_init}{counted}")
 
-    model_view = st.toggle(
-        "Show images as the model sees them", key=f"{key}_model_view",
-        help="Resized, turned grey or colour and inverted exactly as the checkpoint's preprocessing does.",
-    )
-    images = _gallery_images(store, detail, model_view)
-    _render_gallery(detail, images, key, pixelated=model_view)
-
-    support = [item for item in detail.items if item.role == "support"]
-    with st.expander(f"Support set ({len(support)} images)"):
-        thumbnails = [
-            gallery.Thumbnail(images[item.image_sha256], f"{detail.class_names[item.label]} · {_file(item.source_name)}")
-            for item in support
-            if item.label is not None
-        ]
-        gallery.show(gallery.thumbnails_html(thumbnails, pixelated=model_view))
-
-    labelled_adaptations = [a for a in detail.adaptations if a.truths is not None]
-    if labelled_adaptations:
-        with st.expander("Confusion matrix"):
-            names = [a.rule_label for a in labelled_adaptations]
-            chosen = st.segmented_control("Rule", names, default=names[0], key=f"{key}_confusion_rule") or names[0]
-            adaptation = labelled_adaptations[names.index(chosen)]
-            st.plotly_chart(charts.confusion_figure(adaptation, detail.class_names), key=f"{key}_confusion",
-                            width="stretch")
-
-    st.markdown("#### Support loss and accuracy per step")
-    st.plotly_chart(charts.support_curves(detail.adaptations), key=f"{key}_support", width="stretch")
-
-    render_traces(detail, key)
+    # Tabs rerun on a switch, so only the open one is built and sent: the first view (the queries) draws no
+    # chart, and the browser does not have to load and parse the chart library (4.6 MB) before it shows a result.
+    queries, support, curves, traces, confusion = st.tabs(RUN_TABS, key=f"{key}_tab", on_change="rerun")
+    with queries:
+        if queries.open:
+            model_view = _model_view_toggle(key)
+            _render_gallery(detail, _gallery_images(store, detail, model_view), key, pixelated=model_view)
+    with support:
+        if support.open:
+            model_view = _model_view_toggle(key)
+            images = _gallery_images(store, detail, model_view)
+            thumbnails = [
+                gallery.Thumbnail(images[item.image_sha256],
+                                  f"{detail.class_names[item.label]} · {_file(item.source_name)}")
+                for item in detail.items
+                if item.role == "support" and item.label is not None
+            ]
+            gallery.show(gallery.thumbnails_html(thumbnails, pixelated=model_view))
+    with curves:
+        if curves.open:
+            st.plotly_chart(charts.support_curves(detail.adaptations), key=f"{key}_support", width="stretch")
+    with traces:
+        if traces.open:
+            render_traces(detail, key)
+    with confusion:
+        if confusion.open:
+            _render_confusion(detail, key)
 
     st.download_button(
         "Download this run (JSON)",
@@ -97,6 +96,25 @@ def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
         key=f"{key}_download",
         on_click="ignore",
     )
+
+
+def _model_view_toggle(key: str) -> bool:
+    return st.toggle(
+        "Show images as the model sees them", key=f"{key}_model_view",
+        help="Resized, turned grey or colour and inverted exactly as the checkpoint's preprocessing does.",
+    )
+
+
+def _render_confusion(detail: RunDetail, key: str) -> None:
+    labelled = [a for a in detail.adaptations if a.truths is not None]
+    if not labelled:
+        st.info("No query was labelled, so there is nothing to compare the predictions with.")
+        return
+    names = [a.rule_label for a in labelled]
+    chosen = st.segmented_control("Rule", names, default=names[0], key=f"{key}_confusion_rule") or names[0]
+    adaptation = labelled[names.index(chosen)]
+    st.plotly_chart(charts.confusion_figure(adaptation, detail.class_names), key=f"{key}_confusion",
+                    width="stretch")
 
 
 def _file(source_name: str) -> str:
@@ -125,7 +143,6 @@ def _render_gallery(detail: RunDetail, images: dict[str, bytes], key: str, pixel
             for a in detail.adaptations)
         for i in range(len(queries))
     ]
-    st.markdown("#### Queries and predictions")
     only_mistakes = st.toggle(
         f"Only queries some rule got wrong ({sum(wrong_any)})", key=f"{key}_mistakes", disabled=not any(wrong_any)
     )

@@ -34,6 +34,14 @@ every 50 ms in the page:
   when a run id that was not on the page before the click is mentioned in the main area, under a run view with
   one metric per rule.
 
+For the figures with a result (Run, open, Re-run) the "shown" column is the earlier moment from which the
+figure's own elements (fresh, not left over from the previous script run) and every picture of the query
+gallery were on the page: what a user reads first. Charts may still be drawing then, and the script running.
+
+Servers start with ``python -m app`` (``--launcher module``, the README's command: the engine is warmed up
+before the server listens, and that start-up is in ``servers``) or ``streamlit run app/main.py``
+(``--launcher streamlit``, the only way before app/__main__.py existed).
+
 ``--timeline`` records, for every wait, when each condition started and stopped holding, which says whether
 the seconds went to the server (``script_running``) or to the browser (``placeholder``, ``chart_drawn``).
 
@@ -93,6 +101,8 @@ SELECTORS: dict[str, str] = {
     "placeholder": "[data-testid='stSkeleton']",  # an element whose code or data is still loading
     "stale": "[data-stale='true']",  # an element of the previous script run, not yet replaced
     "image": "[data-testid='stMain'] img:not([loading='lazy'])",
+    # The run view's query gallery (app/gallery.py): one picture per query.
+    "gallery_image": "[data-testid='stMain'] img.fs-main",
     "chart": "[data-testid='stPlotlyChart']",
     "chart_drawn": ".main-svg",  # inside a chart: plotly has drawn it
     # Adapt page (app/screens/adapt.py), by widget key
@@ -204,8 +214,9 @@ READY_JS = """
   if (loading) unmet.push(`image (${loading} not loaded)`);
   const undrawn = all(S.chart).filter((chart) => !chart.querySelector(S.chart_drawn)).length;
   if (undrawn) unmet.push(`chart_drawn (${undrawn} charts not drawn)`);
+  const before = unmet.length;
   for (const need of arg.needs) {
-    let found = all(need.css);
+    let found = all(need.css).filter((e) => !e.closest("[data-stale='true']"));
     if (need.enabled) {
       found = found.filter((e) => !e.disabled && e.getAttribute("aria-disabled") !== "true");
     }
@@ -223,8 +234,17 @@ READY_JS = """
     if (found.length < need.min_count) unmet.push(`${need.name} (${found.length} of ${need.min_count})`);
   }
   const states = (window.__dashboardSpeed = window.__dashboardSpeed || {});
-  const state = (states[arg.token] = states[arg.token] || { since: null, unmet: [], timeline: [] });
+  const state = (states[arg.token] = states[arg.token] ||
+    { since: null, unmet: [], timeline: [], shown_since: null });
   const now = Date.now();
+  // "Shown": the figure's own elements (not left over from the previous script run) and, where the page has a
+  // query gallery, every one of its pictures loaded; charts may still be drawing and the script still running.
+  const gallery = all(S.gallery_image).filter((img) => !img.closest("[data-stale='true']"));
+  const galleryLoaded = gallery.every((img) => img.complete && img.naturalWidth > 0);
+  const needsMet = unmet.length === before;
+  const resultShown = arg.needs.length > 0 && needsMet && galleryLoaded;
+  if (!resultShown) state.shown_since = null;
+  else if (state.shown_since === null) state.shown_since = now;
   const key = unmet.join(", ");
   // What the page was waiting on, each time that changes (--timeline).
   if (!state.timeline.length || state.timeline[state.timeline.length - 1][1] !== key) {
@@ -236,7 +256,8 @@ READY_JS = """
     return false;
   }
   if (state.since === null) state.since = now;
-  return now - state.since >= arg.settle_ms ? state.since : false;
+  if (now - state.since < arg.settle_ms) return false;
+  return { ready: state.since, shown: state.shown_since === null ? state.since : state.shown_since };
 }
 """
 POLL_MS = 50
@@ -274,6 +295,7 @@ class Driver:
         self.settle_ms = settle_ms
         self.failure_dir = failure_dir
         self._tokens = 0
+        self.last_shown: float | None = None  # when the last wait's own elements were first all shown
 
     def screenshot_failure(self) -> None:
         """What the page showed when a wait failed (kept with --keep-logs)."""
@@ -301,7 +323,9 @@ class Driver:
                 f"({self._describe(unmet)}); adjust SELECTORS in bench/dashboard_speed.py if the page changed "
                 f"[{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}]"
             ) from None
-        ready = float(handle.json_value()) / 1000
+        value = handle.json_value()
+        ready = float(value["ready"]) / 1000
+        self.last_shown = float(value["shown"]) / 1000
         if self.timeline is not None:
             steps = self.page.evaluate("(token) => window.__dashboardSpeed[token].timeline", token)
             origin = started if started is not None else steps[0][0] / 1000
@@ -404,8 +428,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+# How a server is started: "module" is the README's `python -m app` (the engine is warmed up before the server
+# listens, and its start-up time is in the report's "servers"); "streamlit" is the bare `streamlit run app/main.py`.
+LAUNCHERS = ("module", "streamlit")
+
+
+def default_launcher() -> str:
+    return "module" if (REPO / "app" / "__main__.py").is_file() else "streamlit"
+
+
 class Server:
-    """``streamlit run app/main.py`` in its own process (optionally under bench/profile_dashboard.py)."""
+    """The dashboard in its own process (optionally under bench/profile_dashboard.py)."""
+
+    launcher = "streamlit"
 
     def __init__(self, env: dict[str, str], log_path: Path, profile_dir: Path | None = None) -> None:
         self.env = env
@@ -419,7 +454,9 @@ class Server:
     def __enter__(self) -> Self:
         options = ["--server.headless", "true", "--server.port", str(self.port), "--browser.gatherUsageStats",
                    "false", "--server.fileWatcherType", "none"]
-        if self.profile_dir is None:
+        if self.profile_dir is None and self.launcher == "module":
+            command = [sys.executable, "-m", "app", *options]
+        elif self.profile_dir is None:
             command = [sys.executable, "-m", "streamlit", "run", "app/main.py", *options]
         else:
             command = [sys.executable, str(REPO / "bench" / "profile_dashboard.py"), "--profile-dir",
@@ -616,7 +653,8 @@ def _stroke_png(class_index: int, variant: int) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ journeys
 
-Emit = Callable[[str, float], None]
+# (figure, seconds until ready, seconds until its result was first shown, where the figure has one)
+Emit = Callable[..., None]
 
 
 def _elapsed(started: float, ready_since: float) -> float:
@@ -644,7 +682,7 @@ def prepare_run(driver: Driver, setup: Setup, n_way: int) -> dict[str, Any]:
     return driver.settings()
 
 
-def click_run(driver: Driver, n_rules: int) -> float:
+def click_run(driver: Driver, n_rules: int) -> tuple[float, float]:
     known = tuple(sorted(driver.run_ids_shown()))
     button = driver.find("run_button")
     started = time.time()
@@ -654,14 +692,14 @@ def click_run(driver: Driver, n_rules: int) -> float:
          Need("run_button", enabled=True)],
         "Run -> result", started,
     )
-    return _elapsed(started, ready)
+    return _elapsed(started, ready), _elapsed(started, driver.last_shown)
 
 
 def next_seed(driver: Driver) -> None:
     driver.set_number("seed", int(driver.find("seed").input_value()) + 1)
 
 
-def open_run(driver: Driver, url: str, run_id: int, n_rules: int) -> float:
+def open_run(driver: Driver, url: str, run_id: int, n_rules: int) -> tuple[float, float]:
     address = RUN_URL.format(url=url, run_id=run_id)
     started = time.time()
     driver.page.goto(address, wait_until="commit")
@@ -670,10 +708,10 @@ def open_run(driver: Driver, url: str, run_id: int, n_rules: int) -> float:
          Need("rerun_button", format_args={"run_id": run_id})],
         f"opening {address}", started,
     )
-    return _elapsed(started, ready)
+    return _elapsed(started, ready), _elapsed(started, driver.last_shown)
 
 
-def click_rerun(driver: Driver, run_id: int, n_rules: int) -> float:
+def click_rerun(driver: Driver, run_id: int, n_rules: int) -> tuple[float, float]:
     known = tuple(sorted(driver.run_ids_shown()))
     button = driver.find("rerun_button", run_id=run_id)
     started = time.time()
@@ -683,7 +721,7 @@ def click_rerun(driver: Driver, run_id: int, n_rules: int) -> float:
          Need("result_metric", min_count=n_rules)],
         "Re-run -> new run", started,
     )
-    return _elapsed(started, ready)
+    return _elapsed(started, ready), _elapsed(started, driver.last_shown)
 
 
 def journey_adapt(setup: Setup, wanted: set[str], emit: Emit, n_way: int, url: str | None) -> dict[str, Any]:
@@ -701,10 +739,10 @@ def journey_adapt(setup: Setup, wanted: set[str], emit: Emit, n_way: int, url: s
         if not wanted & {first, warm}:
             return {}
         settings = prepare_run(driver, setup, n_way)
-        emit(first, click_run(driver, len(setup.rule_labels)))
+        emit(first, *click_run(driver, len(setup.rule_labels)))
         if warm in wanted:
             next_seed(driver)
-            emit(warm, click_run(driver, len(setup.rule_labels)))
+            emit(warm, *click_run(driver, len(setup.rule_labels)))
         return {"settings": settings}
     finally:
         setup.close_pages()
@@ -719,18 +757,18 @@ def journey_stored_run(setup: Setup, wanted: set[str], emit: Emit, url: str | No
         base = url or server.url
         run_id, n_rules = setup.stored_run_id, len(setup.stored_run.get("rules") or setup.rule_labels)
         cold = setup.new_page()
-        emit("open-run-20way-cold", open_run(cold, base, run_id, n_rules))
+        emit("open-run-20way-cold", *open_run(cold, base, run_id, n_rules))
         cold.page.context.close()  # the warm visit is a new session
         if not wanted - {"open-run-20way-cold"}:
             return {}
         driver = setup.new_page()
-        emit("open-run-20way", open_run(driver, base, run_id, n_rules))
+        emit("open-run-20way", *open_run(driver, base, run_id, n_rules))
         if not wanted & {"rerun-20way-first", "rerun-20way-warm"}:
             return {}
-        emit("rerun-20way-first", click_rerun(driver, run_id, n_rules))
+        emit("rerun-20way-first", *click_rerun(driver, run_id, n_rules))
         if "rerun-20way-warm" in wanted:
             open_run(driver, base, run_id, n_rules)
-            emit("rerun-20way-warm", click_rerun(driver, run_id, n_rules))
+            emit("rerun-20way-warm", *click_rerun(driver, run_id, n_rules))
         return {}
     finally:
         setup.close_pages()
@@ -884,7 +922,7 @@ def machine() -> dict[str, Any]:
 
 
 def figure_rows(figures: list[Figure], samples: dict[str, list[float]], errors: dict[str, str],
-                skipped: dict[str, str]) -> list[dict[str, Any]]:
+                skipped: dict[str, str], shown: dict[str, list[float]] | None = None) -> list[dict[str, Any]]:
     rows = []
     for figure in figures:
         values = samples.get(figure.case, [])
@@ -897,6 +935,11 @@ def figure_rows(figures: list[Figure], samples: dict[str, list[float]], errors: 
             "target_s": figure.target_s,
             "met": None if figure.target_s is None or not values else statistics.median(values) <= figure.target_s,
         }
+        shown_values = (shown or {}).get(figure.case, [])
+        if shown_values:
+            # The run view's heading, metrics and query pictures, before the charts are drawn and the page idles.
+            row["shown_seconds"] = [round(v, 3) for v in shown_values]
+            row["shown_median_s"] = round(statistics.median(shown_values), 3)
         if figure.case in errors:
             row["error"] = errors[figure.case]
         if figure.case in skipped:
@@ -913,21 +956,23 @@ def print_table(report: dict[str, Any]) -> None:
           f"{' + uncommitted changes' if report['git']['uncommitted_changes'] else ''}; streamlit "
           f"{report['versions']['streamlit']}, torch {report['versions']['torch']}, checkpoint "
           f"{report['settings']['checkpoint']}")
-    header = f"{'figure':24} {'median':>7} {'min':>7} {'max':>7} {'target':>8}  verdict"
+    header = f"{'figure':24} {'median':>7} {'min':>7} {'max':>7} {'shown':>7} {'target':>8}  verdict"
     print(header)
     print("-" * len(header))
     for row in report["figures"]:
         target = "-" if row["target_s"] is None else f"<= {row['target_s']:g}"
         if row.get("skipped"):
-            print(f"{row['case']:24} {'':>7} {'':>7} {'':>7} {target:>8}  skipped: {row['skipped']}")
+            print(f"{row['case']:24} {'':>7} {'':>7} {'':>7} {'':>7} {target:>8}  skipped: {row['skipped']}")
             continue
         if row["median_s"] is None:
-            print(f"{row['case']:24} {'':>7} {'':>7} {'':>7} {target:>8}  error: {row.get('error', '?')}")
+            print(f"{row['case']:24} {'':>7} {'':>7} {'':>7} {'':>7} {target:>8}  error: {row.get('error', '?')}")
             continue
         verdict = "-" if row["met"] is None else ("met" if row["met"] else "MISSED")
         if row.get("error"):
             verdict += f" (some tries failed: {row['error']})"
-        print(f"{row['case']:24} {row['median_s']:7.2f} {row['min_s']:7.2f} {row['max_s']:7.2f} {target:>8}  {verdict}")
+        shown = f"{row['shown_median_s']:7.2f}" if row.get("shown_median_s") is not None else f"{'':>7}"
+        print(f"{row['case']:24} {row['median_s']:7.2f} {row['min_s']:7.2f} {row['max_s']:7.2f} {shown} {target:>8}  "
+              f"{verdict}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -956,6 +1001,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeline", action="store_true", help="record in the report, for every wait, when "
                         "each readiness condition started and stopped holding (seconds from the action)")
     parser.add_argument("--list", action="store_true", help="print the figures and exit")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default=default_launcher(),
+                        help="start servers with `python -m app` (module: warmed up before it listens; the "
+                             "default where app/__main__.py exists) or with `streamlit run app/main.py`")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -983,10 +1031,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.cases or [f.case for f in FIGURES])
     figures = [f for f in FIGURES if f.case in wanted]
     workdir = Path(tempfile.mkdtemp(prefix="dashboard-speed-"))
+    Server.launcher = args.launcher
     setup = Setup(args=args, workdir=workdir, checkpoint_dir=args.checkpoint_dir.resolve())
     report: dict[str, Any] = {"benchmark": "dashboard_speed", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "machine": machine(), "git": _git(), "repeats": args.repeats}
     samples: dict[str, list[float]] = {}
+    shown_samples: dict[str, list[float]] = {}  # figures with a result: until it was first shown
     errors: dict[str, str] = {}
     skipped: dict[str, str] = {}
     journeys_done: list[dict[str, Any]] = []
@@ -1011,11 +1061,15 @@ def main(argv: list[str] | None = None) -> int:
                 seed_stored_run(setup, workdir / "stored-run.sqlite3")
 
         def emit_for(journey_record: dict[str, Any]) -> Emit:
-            def emit(case: str, seconds: float) -> None:
+            def emit(case: str, seconds: float, shown: float | None = None) -> None:
                 if case in wanted and case not in skipped:
                     samples.setdefault(case, []).append(seconds)
                     journey_record["figures"][case] = round(seconds, 3)
-                    print(f"  {case}: {seconds:.2f} s", flush=True)
+                    if shown is not None:
+                        shown_samples.setdefault(case, []).append(shown)
+                        journey_record.setdefault("shown", {})[case] = round(shown, 3)
+                    extra = "" if shown is None else f" (result shown after {shown:.2f} s)"
+                    print(f"  {case}: {seconds:.2f} s{extra}", flush=True)
             return emit
 
         with sync_playwright() as playwright:
@@ -1070,9 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": setup.checkpoint_name, "rules": setup.rule_labels,
         "omniglot_root": None if setup.omniglot_root is None else str(setup.omniglot_root),
         "server_url": args.server_url, "settle_ms": args.settle_ms, "poll_ms": POLL_MS, "timeout_s": args.timeout,
-        "stored_run": setup.stored_run or None,
+        "stored_run": setup.stored_run or None, "launcher": Server.launcher,
     }
-    report["figures"] = figure_rows(figures, samples, errors, skipped)
+    report["figures"] = figure_rows(figures, samples, errors, skipped, shown_samples)
     report["targets"] = [{"case": r["case"], "target_s": r["target_s"], "median_s": r["median_s"], "met": r["met"]}
                          for r in report["figures"] if r["target_s"] is not None and r["median_s"] is not None]
     report["journeys"] = journeys_done

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
@@ -174,10 +173,26 @@ def _decode_stream(stream: io.IOBase, spec: ImageSpec, label: str) -> torch.Tens
         # Bilinear with PIL's built-in antialiasing, as torchvision's Resize does (e.g. Omniglot 105 -> 28).
         image = image.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
 
-    tensor = TF.pil_to_tensor(image).to(torch.float32).div_(255.0)
+    tensor = _pil_to_tensor(image).to(torch.float32).div_(255.0)
     if spec.invert:
         tensor = 1.0 - tensor
-    return TF.normalize(tensor, mean=list(spec.mean), std=list(spec.std))
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+# torchvision's pil_to_tensor / to_pil_image, written out: importing torchvision.transforms costs about 2.8 s
+# on a 2-core machine, more than everything else a first dashboard page needs besides torch.
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit ``L`` or ``RGB`` image as a ``[C, H, W]`` uint8 tensor."""
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+    return pixels.unsqueeze(0) if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def _tensor_to_pil(pixels: torch.Tensor) -> Image.Image:
+    """A ``[C, H, W]`` uint8 tensor (C = 1 or 3) as an ``L`` or ``RGB`` image."""
+    array = pixels.permute(1, 2, 0).numpy()
+    return Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
 
 
 # Modes whose pixels carry no colour: shown in grey, whatever the model's channel count.
@@ -244,7 +259,7 @@ def model_input_png(data: bytes, spec: ImageSpec, name: str | None = None) -> by
     std = torch.tensor(spec.std).view(-1, 1, 1)
     mean = torch.tensor(spec.mean).view(-1, 1, 1)
     pixels = (tensor * std + mean).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-    image = TF.to_pil_image(pixels)
+    image = _tensor_to_pil(pixels)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

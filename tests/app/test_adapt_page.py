@@ -124,7 +124,16 @@ def test_an_uploaded_episode_runs_alfa_and_sgd_and_shows_the_stored_run(dashboar
     gallery = html_text(at)
     assert gallery.count('class="fs-main"') == 3 and "truth: <i>unlabelled</i>" in gallery
     assert gallery.count("ALFA: <span") == 3 and gallery.count("SGD (MAML): <span") == 3
-    assert at.get("plotly_chart")
+    # The first tab draws no chart; each other view is built when its tab is opened.
+    assert [t.label for t in at.tabs][:5] == ["Queries", "Support set", "Loss per step", "α and β", "Confusion matrix"]
+    assert not at.get("plotly_chart")
+    for tab, charts in (("Loss per step", 1), ("Confusion matrix", 1)):
+        at.session_state["adapt_result_tab"] = tab
+        at.run()
+        assert_clean(at)
+        assert len(at.get("plotly_chart")) == charts, tab
+    at.session_state["adapt_result_tab"] = "Queries"
+    at.run()
     # The result stays after other interactions (it is read back from the store on every rerun).
     at.toggle(key="adapt_result_mistakes").set_value(True).run()
     assert_clean(at)

@@ -306,10 +306,14 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     gallery = page.locator("img.fs-main")
     assert gallery.count() == 3
     assert page.evaluate("() => [...document.querySelectorAll('img.fs-main')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("[data-testid='stPlotlyChart']").count() == 0  # charts wait for their tab
+    _tall_screenshot(page, SCREENSHOTS / "adapt.png")
+    page.get_by_role("tab", name="α and β").click()
     page.get_by_text("α and β per layer and step", exact=True).wait_for()
     page.get_by_text("ALFA: α and β per layer and step").wait_for()  # the heatmap of the generated values
-    page.locator("[data-testid='stPlotlyChart']").nth(1).wait_for()
-    _tall_screenshot(page, SCREENSHOTS / "adapt.png")
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
+    _wait_idle(page)
+    _tall_screenshot(page, SCREENSHOTS / "alpha-beta.png")
 
     # The permalink opens the stored run on the Runs page, and survives a reload.
     page.get_by_role("link", name="Permalink: Runs page, ?run=2").click()
@@ -318,7 +322,8 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     page.reload()
     page.get_by_text("Run #2", exact=True).wait_for()
     page.get_by_text("ALFA accuracy").wait_for()
-    page.locator("[data-testid='stPlotlyChart']").nth(1).wait_for()
+    page.get_by_role("tab", name="Loss per step").click()
+    page.locator("[data-testid='stPlotlyChart']").first.wait_for()
 
     # A fresh visit starts a new session: the Adapt page no longer shows the run, but it is stored...
     page.goto(app_url)
@@ -337,7 +342,7 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     # The stored run renders below its heading in the same script run; wait for its metrics to arrive.
     page.locator("[data-testid='stMetric']").nth(1).wait_for()
     assert page.locator("[data-testid='stMetric']").count() == 2
-    page.locator("[data-testid='stPlotlyChart']").nth(1).wait_for()
+    page.locator("img.fs-main").first.wait_for()
 
     # Compare both stored runs (the selection lives in the URL) and keep the Runs screenshot.
     page.goto(f"{app_url}/runs?select=2&select=1")

@@ -1,0 +1,31 @@
+"""``python -m app [streamlit options]``: start the dashboard with the engine warmed up (``app.warmup``).
+
+The same as ``streamlit run app/main.py [options]``, but the engine is imported and the default checkpoint
+loaded before the server listens, so the first page and the first Run do not wait for them. Options such as
+``--server.port 8502`` go to Streamlit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str]) -> int:
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from app.warmup import warm_up
+
+    print("Warming up the dashboard (engine, run store, default checkpoint)…", flush=True)
+    print(warm_up().summary(), flush=True)
+
+    from streamlit.web import cli as streamlit_cli
+
+    sys.argv = ["streamlit", "run", str(REPO_ROOT / "app" / "main.py"), *argv]
+    return streamlit_cli.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
