@@ -169,6 +169,9 @@ FIGURES: list[Figure] = [
            "the run view of that run: heading with its id, one metric per rule, Re-run button, page idle"),
     Figure("open-run-20way", "stored-run", "the same navigation in another new browser context (a new "
            "session) on the now warm server", "as open-run-20way-cold", 1.5),
+    Figure("open-run-20way-again", "stored-run", "the same navigation again in that browser context (its HTTP "
+           "cache holds the page's code, as after clicking a run link in the Runs table), a new session",
+           "as open-run-20way-cold", 1.5),
     Figure("rerun-20way-first", "stored-run", "click on 'Re-run this episode' in that page, the server's first "
            "adaptation (no learner cached)",
            "a new run id mentioned in the main area, a run view with one metric per rule, page idle"),
@@ -763,6 +766,8 @@ def journey_stored_run(setup: Setup, wanted: set[str], emit: Emit, url: str | No
             return {}
         driver = setup.new_page()
         emit("open-run-20way", *open_run(driver, base, run_id, n_rules))
+        if "open-run-20way-again" in wanted:
+            emit("open-run-20way-again", *open_run(driver, base, run_id, n_rules))
         if not wanted & {"rerun-20way-first", "rerun-20way-warm"}:
             return {}
         emit("rerun-20way-first", *click_rerun(driver, run_id, n_rules))

@@ -52,6 +52,7 @@ __all__ = [
     "episode_from_items",
     "rerun",
     "run_rules",
+    "start_rerun",
     "start_run",
 ]
 
@@ -374,14 +375,10 @@ class RunTicket:
         return None, str(error)
 
 
-def start_run(executor: Executor, **run_arguments: Any) -> RunTicket:
-    """Submit :func:`run_rules` (same keyword arguments, without ``on_progress``) to ``executor``.
-
-    Everything ``run_rules`` validates before adapting is still reported through the ticket's outcome; a
-    run that starts is always stored, as succeeded or failed, even if nobody looks at the ticket again.
-    """
-    if "on_progress" in run_arguments:
-        raise ValueError("start_run records progress in the ticket; do not pass on_progress")
+def _submit(executor: Executor, work: Callable[..., int], checkpoint_path: str, rules: list[str], steps: int,
+            **arguments: Any) -> RunTicket:
+    if "on_progress" in arguments:
+        raise ValueError("a started run records its progress in its ticket; do not pass on_progress")
     events: list[RuleProgress] = []
     lock = threading.Lock()
 
@@ -389,12 +386,24 @@ def start_run(executor: Executor, **run_arguments: Any) -> RunTicket:
         with lock:  # appends are atomic in CPython, the lock keeps that true on free-threaded builds too
             events.append(event)
 
-    future = executor.submit(run_rules, on_progress=record, **run_arguments)
-    return RunTicket(
-        checkpoint_path=str(run_arguments.get("checkpoint_path")),
-        rules=list(run_arguments.get("rules") or []),
-        steps=int(run_arguments.get("steps") or 0),
-        started_at=time.time(),
-        future=future,
-        events=events,
-    )
+    future = executor.submit(work, on_progress=record, **arguments)
+    return RunTicket(checkpoint_path=checkpoint_path, rules=rules, steps=steps, started_at=time.time(),
+                     future=future, events=events)
+
+
+def start_run(executor: Executor, **run_arguments: Any) -> RunTicket:
+    """Submit :func:`run_rules` (same keyword arguments, without ``on_progress``) to ``executor``.
+
+    Everything ``run_rules`` validates before adapting is still reported through the ticket's outcome; a
+    run that starts is always stored, as succeeded or failed, even if nobody looks at the ticket again.
+    """
+    return _submit(executor, run_rules, str(run_arguments.get("checkpoint_path")),
+                   list(run_arguments.get("rules") or []), int(run_arguments.get("steps") or 0), **run_arguments)
+
+
+def start_rerun(executor: Executor, store: Store, run_id: int, **rerun_arguments: Any) -> RunTicket:
+    """Submit :func:`rerun` of a stored run to ``executor``; the ticket follows it like :func:`start_run`'s."""
+    detail = store.get_run(run_id)  # KeyError for an unknown run, before anything is submitted
+    path = detail.checkpoint.path if detail.checkpoint is not None else str(detail.config.get("checkpoint_path"))
+    rules = list(detail.config.get("rules") or [a.rule for a in detail.adaptations])
+    return _submit(executor, rerun, path, rules, detail.steps, store=store, run_id=run_id, **rerun_arguments)

@@ -8,13 +8,13 @@ result view is rendered from the stored run, the same view the Runs page uses.
 from __future__ import annotations
 
 import json
-import time
 
 import streamlit as st
 
 from app.checkpoint_view import TRAIN_COMMAND, is_image_classifier, render_checkpoint_summary
 from app.formatting import rule_label
 from app.resources import cached_loader, get_store, run_executor, short_path
+from app.run_progress import follow
 from app.sources import BENCHMARK, SOURCE_LABELS, Prepared, Readiness, benchmark, own_images
 from app.views import RUNS_PAGE, render_run
 from core.checkpoints import find_checkpoints
@@ -142,50 +142,9 @@ elif problem and not running:
 # ----------------------------------------------------------------------------------------------- result
 
 
-def _progress_text(ticket: RunTicket) -> tuple[str, float]:
-    event = ticket.latest()
-    if event is None:
-        return "Starting…", 0.0
-    where = f"{event.label} ({event.index + 1}/{event.total})"
-    within = event.step / event.steps if event.steps else (1.0 if event.stage == "done" else 0.0)
-    fraction = min(1.0, (event.index + within) / max(event.total, 1))
-    if event.stage == "loading":
-        return f"{where}: loading the checkpoint…", fraction
-    if event.stage == "adapting":
-        return f"{where}: step {event.step}/{event.steps}", fraction
-    if event.stage == "done":
-        return f"{where}: done in {event.seconds:.2f} s", fraction
-    return f"{where}: failed", fraction
-
-
-def _follow(ticket: RunTicket) -> None:
-    """Show the run's progress until it ends. A rerun meanwhile stops this loop, never the run."""
-    with st.status("Adapting…", expanded=True) as status:
-        bar = st.progress(0.0)
-        finished = st.empty()
-        seen = -1
-        while not ticket.done:
-            if len(ticket.events) != seen:
-                seen = len(ticket.events)
-                text, fraction = _progress_text(ticket)
-                status.update(label=text)
-                bar.progress(fraction)
-                done = [e for e in ticket.events if e.stage == "done"]
-                finished.markdown("  \n".join(
-                    f"✓ {e.label}: {e.seconds:.2f} s" + ("" if e.accuracy is None else f", accuracy {100 * e.accuracy:.1f}%")
-                    for e in done
-                ))
-            time.sleep(0.02)
-        run_id, error = ticket.outcome()
-        if error is None:
-            status.update(label=f"Run #{run_id} stored", state="complete", expanded=False)
-        else:
-            status.update(label="The run failed" if run_id else "Nothing was run", state="error", expanded=False)
-
-
 if ticket is not None:
     if not ticket.done:
-        _follow(ticket)
+        follow(ticket)
     run_id, error = ticket.outcome()
     if ticket.checkpoint_path != str(checkpoint.path):
         where = f"run #{run_id}" if run_id is not None else "the run"

@@ -18,15 +18,13 @@ import streamlit as st
 
 from app import compare
 from app.formatting import rule_label
-from app.resources import cached_loader, get_store
+from app.resources import cached_loader, get_store, run_executor
+from app.run_progress import follow
 from app.views import ADAPT_PAGE, render_run
-from core.data.images import ImageError
 from core.device import pick_device
-from core.model_io import CheckpointError
-from core.runs import RuleProgress, RunFailed, rerun
+from core.runs import start_rerun
 from core.store import MAX_TAGS, RUN_STATUSES, SOURCES, TAG_CHARACTERS, RunSummary
 
-INPUT_ERRORS = (ValueError, ImageError, CheckpointError, FileNotFoundError, KeyError)
 MAX_LISTED = 1000  # newest runs the table shows; the filters reach older ones
 MAX_DETAILED = 20  # selected runs whose curves and settings are drawn (grouping uses every selected run)
 SELECT = "select"  # URL parameter of the selected run ids
@@ -182,6 +180,10 @@ def _edit_form(summary: RunSummary, prefix: str) -> None:
         )
         st.text_area("Note", value=summary.note or "", key=f"{prefix}_note", height=80)
         st.form_submit_button("Save", key=f"{prefix}_save", on_click=_save_edits, args=(summary.id, prefix))
+
+
+def _edit_message(prefix: str) -> None:
+    """What the last save of that form did (shown outside the form: a popover closes when the page reruns)."""
     message = st.session_state.pop(f"{prefix}_message", None)
     if message:
         kind, text = message
@@ -196,43 +198,36 @@ def _edit_label(summary: RunSummary) -> str:
 # ------------------------------------------------------------------------------------------- one run
 
 
-def _rerun_with_progress(run_id: int) -> None:
-    """Re-run the run's episode, showing each rule's progress, then open the new run (also when it failed)."""
-    with st.status(f"Re-running run #{run_id}…", expanded=True) as status:
-        bar = st.progress(0.0)
+RERUN_TICKET = "rerun_ticket"
 
-        def progress(event: RuleProgress) -> None:
-            step = f"[{event.index + 1}/{event.total}] {event.label}"
-            finished = event.index + (event.stage in ("done", "failed"))
-            bar.progress(finished / event.total, text=step)
-            if event.stage == "loading":
-                status.update(label=f"{step}: loading the checkpoint…")
-            elif event.stage == "adapting":
-                status.update(label=f"{step}: adapting…")
-            elif event.stage == "done":
-                accuracy = "" if event.accuracy is None else f", accuracy {100 * event.accuracy:.1f}%"
-                st.write(f"✓ {event.label}: {event.seconds:.2f} s{accuracy}")
-            else:
-                st.write(f"✗ {event.error}")
 
-        try:
-            new_id = rerun(store, run_id, device=pick_device(), loader=cached_loader, on_progress=progress)
-        except RunFailed as failure:
-            st.session_state["rerun_message"] = (
-                "error", f"The re-run of run #{run_id} failed and was stored as run #{failure.run_id}: {failure.error}"
-            )
-            new_id = failure.run_id
-        except INPUT_ERRORS as error:
-            status.update(label=f"Cannot re-run run #{run_id}", state="error")
-            st.error(f"Cannot re-run run #{run_id}: {error}")
-            return
-        except RuntimeError as error:  # torch's answer to a malformed FEWSHOT_DEVICE
-            status.update(label="Cannot choose a device", state="error")
-            st.error(f"Cannot choose a device: {error}")
-            return
-        else:
-            st.session_state["rerun_message"] = ("success", f"Re-run of run #{run_id}: this is the new run #{new_id}.")
-    # Show the new run where the user is looking: at the top of its own page.
+def _start_rerun(run_id: int) -> None:
+    """Start the re-run in a worker thread: it goes on and is stored whatever is clicked meanwhile."""
+    try:
+        device = pick_device()
+        ticket = start_rerun(run_executor(), store, run_id, device=device, loader=cached_loader)
+    except KeyError:
+        st.session_state["rerun_message"] = ("error", f"Cannot re-run run #{run_id}: it no longer exists.")
+    except (ValueError, RuntimeError) as error:  # torch's answer to a malformed FEWSHOT_DEVICE is a RuntimeError
+        st.session_state["rerun_message"] = ("error", f"Cannot choose a device: {error}")
+    else:
+        st.session_state[RERUN_TICKET] = (run_id, ticket)
+
+
+def _follow_rerun() -> None:
+    """Show a re-run in progress; once it is over, open the new run (also a failed one) at the top of its page."""
+    run_id, ticket = st.session_state[RERUN_TICKET]
+    new_id, error = follow(ticket, f"Re-running run #{run_id}…")
+    del st.session_state[RERUN_TICKET]
+    if new_id is None:
+        st.session_state["rerun_message"] = ("error", f"Cannot re-run run #{run_id}: {error}")
+        return
+    if error is None:
+        st.session_state["rerun_message"] = ("success", f"Re-run of run #{run_id}: this is the new run #{new_id}.")
+    else:
+        st.session_state["rerun_message"] = (
+            "error", f"The re-run of run #{run_id} failed and was stored as run #{new_id}: {error}"
+        )
     _open_run(new_id)
     st.rerun()
 
@@ -253,11 +248,15 @@ def _show_one(raw: str) -> None:
     if message:
         kind, text = message
         (st.success if kind == "success" else st.error)(text)
-    if again.button("Re-run this episode", key=f"rerun_{run_id}",
-                    help="Adapt the stored images again with the same checkpoint file, rules and steps."):
-        _rerun_with_progress(run_id)
-    with st.expander(_edit_label(detail)):
+    again.button("Re-run this episode", key=f"rerun_{run_id}", on_click=_start_rerun, args=(run_id,),
+                 disabled=RERUN_TICKET in st.session_state,
+                 help="Adapt the stored images again with the same checkpoint file, rules and steps.")
+    if RERUN_TICKET in st.session_state:
+        _follow_rerun()
+    # A popover builds its form only when opened: the run opens without loading the form widgets' code.
+    with st.popover(_edit_label(detail)):
         _edit_form(detail, f"edit_one_{run_id}")
+    _edit_message(f"edit_one_{run_id}")
     render_run(store, detail, key=f"runs_view_{run_id}")
 
 
@@ -391,6 +390,7 @@ def _selection_actions(selected: list[RunSummary]) -> None:
         if len(ids) > 1:
             chosen = st.selectbox("Run", ids, format_func=lambda i: compare.run_title(by_id[i]), key="edit_which")
         _edit_form(by_id[chosen], f"edit_list_{chosen}")
+        _edit_message(f"edit_list_{chosen}")
     pending = st.session_state.get("pending_delete")
     if pending:
         st.warning(f"Delete {len(pending)} run(s) ({', '.join(f'#{i}' for i in pending)})? This cannot be undone.")

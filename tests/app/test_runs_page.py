@@ -277,7 +277,9 @@ def test_name_tags_and_note_are_edited_on_the_run_view(dashboard, known) -> None
     assert_clean(at)
     stored = dashboard.store().get_run(run_id)
     assert (stored.name, stored.tags, stored.note) == ("five-way", ["old", "new"], "keep this")
-    assert any("Name, tags and note: five-way · old, new" == e.proto.label for e in at.expander)
+    assert "Saved the name, tags and note of run #%d." % run_id in texts(at.success)
+    # The popover's label says what the run is called now (AppTest keeps a popover as a plain block).
+    assert "Name, tags and note: five-way · old, new" in _block_labels(at)
 
 
 # ------------------------------------------------------------------------------------------- comparing
@@ -465,3 +467,20 @@ def test_a_thousand_runs_stay_usable(dashboard) -> None:
     assert any("first 20 selected runs; the groups use all 1000" in c for c in texts(at.caption))
     at.multiselect(key="group_by").set_value(["way"]).run()
     assert list(frame(at, "± 95% CI")["n"]) == [250] * 4
+
+
+def _block_labels(at) -> list[str]:
+    """Labels of every popover/expander block on the page."""
+    found = []
+
+    def walk(node) -> None:
+        proto = getattr(node, "proto", None)
+        fields = {f.name for f in proto.DESCRIPTOR.fields} if proto is not None else set()
+        for kind in ("popover", "expandable"):
+            if kind in fields and proto.HasField(kind) and proto.__getattribute__(kind).label:
+                found.append(proto.__getattribute__(kind).label)
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return found
