@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
 
     from streamlit.web import cli as streamlit_cli
 
-    sys.argv = ["streamlit", "run", str(REPO_ROOT / "app" / "main.py"), *argv]
+    # Viewer toolbar (no "Deploy" button) from any working directory; .streamlit/config.toml says the same for
+    # `streamlit run` started in the repository. Options given on the command line come later and win.
+    sys.argv = ["streamlit", "run", str(REPO_ROOT / "app" / "main.py"), "--client.toolbarMode", "viewer", *argv]
     return streamlit_cli.main()
 
 

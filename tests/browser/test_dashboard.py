@@ -102,7 +102,7 @@ def dashboard(tmp_path_factory, sync_playwright) -> Iterator[dict[str, str]]:
     }
     log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 - closed below, after the server stops
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+        [sys.executable, "-m", "app", "--server.headless", "true",
          "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
@@ -307,6 +307,7 @@ def test_upload_run_reload_and_reopen(page, app_url, tmp_path) -> None:
     assert gallery.count() == 3
     assert page.evaluate("() => [...document.querySelectorAll('img.fs-main')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("[data-testid='stPlotlyChart']").count() == 0  # charts wait for their tab
+    assert page.get_by_role("button", name="Deploy").count() == 0  # the toolbar is in viewer mode
     _tall_screenshot(page, SCREENSHOTS / "adapt.png")
     page.get_by_role("tab", name="α and β").click()
     page.get_by_text("α and β per layer and step", exact=True).wait_for()
