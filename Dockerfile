@@ -9,4 +9,4 @@ COPY . .
 ENV FEWSHOT_OMNIGLOT_ROOT=/data/omniglot
 EXPOSE 8501
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://localhost:8501/_stcore/health')"
-CMD ["streamlit", "run", "app/main.py", "--server.address=0.0.0.0", "--server.port=8501", "--browser.gatherUsageStats=false"]
+CMD ["python", "-m", "app", "--server.address=0.0.0.0", "--server.port=8501", "--browser.gatherUsageStats=false"]

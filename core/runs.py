@@ -375,8 +375,9 @@ class RunTicket:
         return None, str(error)
 
 
-def _submit(executor: Executor, work: Callable[..., int], checkpoint_path: str, rules: list[str], steps: int,
+def _submit(executor: Executor, work: Callable[..., int], ticket: tuple[str, list[str], int],
             **arguments: Any) -> RunTicket:
+    """Submit ``work(on_progress=..., **arguments)``; ``ticket`` is the (checkpoint path, rules, steps) it shows."""
     if "on_progress" in arguments:
         raise ValueError("a started run records its progress in its ticket; do not pass on_progress")
     events: list[RuleProgress] = []
@@ -387,6 +388,7 @@ def _submit(executor: Executor, work: Callable[..., int], checkpoint_path: str, 
             events.append(event)
 
     future = executor.submit(work, on_progress=record, **arguments)
+    checkpoint_path, rules, steps = ticket
     return RunTicket(checkpoint_path=checkpoint_path, rules=rules, steps=steps, started_at=time.time(),
                      future=future, events=events)
 
@@ -397,8 +399,9 @@ def start_run(executor: Executor, **run_arguments: Any) -> RunTicket:
     Everything ``run_rules`` validates before adapting is still reported through the ticket's outcome; a
     run that starts is always stored, as succeeded or failed, even if nobody looks at the ticket again.
     """
-    return _submit(executor, run_rules, str(run_arguments.get("checkpoint_path")),
-                   list(run_arguments.get("rules") or []), int(run_arguments.get("steps") or 0), **run_arguments)
+    shown = (str(run_arguments.get("checkpoint_path")), list(run_arguments.get("rules") or []),
+             int(run_arguments.get("steps") or 0))
+    return _submit(executor, run_rules, shown, **run_arguments)
 
 
 def start_rerun(executor: Executor, store: Store, run_id: int, **rerun_arguments: Any) -> RunTicket:
@@ -406,4 +409,4 @@ def start_rerun(executor: Executor, store: Store, run_id: int, **rerun_arguments
     detail = store.get_run(run_id)  # KeyError for an unknown run, before anything is submitted
     path = detail.checkpoint.path if detail.checkpoint is not None else str(detail.config.get("checkpoint_path"))
     rules = list(detail.config.get("rules") or [a.rule for a in detail.adaptations])
-    return _submit(executor, rerun, path, rules, detail.steps, store=store, run_id=run_id, **rerun_arguments)
+    return _submit(executor, rerun, (path, rules, detail.steps), store=store, run_id=run_id, **rerun_arguments)
