@@ -181,6 +181,9 @@ FIGURES: list[Figure] = [
            "has served nothing yet, Omniglot not reachable ($FEWSHOT_OMNIGLOT_ROOT an empty folder)",
            READY_ADAPT, 5.0),
 ]
+FIGURES.append(Figure(
+    "streamlit-floor", "floor", "navigation to a one-line Streamlit page (a subheader and a metric, no dashboard "
+    "code) in a new browser context", "its metric shown, page idle: what any Streamlit page costs on a first visit"))
 FIGURE_BY_CASE = {f.case: f for f in FIGURES}
 JOURNEYS = list(dict.fromkeys(f.journey for f in FIGURES))
 
@@ -445,8 +448,10 @@ class Server:
 
     launcher = "streamlit"
 
-    def __init__(self, env: dict[str, str], log_path: Path, profile_dir: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, profile_dir: Path | None = None,
+                 script: Path | None = None) -> None:
         self.env = env
+        self.script = script  # another Streamlit script than the dashboard (the floor figure)
         self.log_path = log_path
         self.profile_dir = profile_dir
         self.port = _free_port()
@@ -457,7 +462,9 @@ class Server:
     def __enter__(self) -> Self:
         options = ["--server.headless", "true", "--server.port", str(self.port), "--browser.gatherUsageStats",
                    "false", "--server.fileWatcherType", "none"]
-        if self.profile_dir is None and self.launcher == "module":
+        if self.script is not None:
+            command = [sys.executable, "-m", "streamlit", "run", str(self.script), *options]
+        elif self.profile_dir is None and self.launcher == "module":
             command = [sys.executable, "-m", "app", *options]
         elif self.profile_dir is None:
             command = [sys.executable, "-m", "streamlit", "run", "app/main.py", *options]
@@ -792,6 +799,29 @@ def journey_no_omniglot(setup: Setup, wanted: set[str], emit: Emit) -> dict[str,
         server.__exit__(None, None, None)
 
 
+FLOOR_SCRIPT = """import streamlit as st
+st.subheader("Run #1")
+st.metric("ALFA accuracy", "90.0%")
+"""
+
+
+def journey_floor(setup: Setup, wanted: set[str], emit: Emit) -> dict[str, Any]:
+    """Streamlit's own cost of a first visit: a page with nothing but a subheader and a metric."""
+    script = setup.workdir / "floor.py"
+    script.write_text(FLOOR_SCRIPT)
+    with Server(setup.server_env(setup.workdir / "floor.sqlite3", omniglot=False),
+                setup.workdir / "server-floor.log", script=script) as server:
+        try:
+            driver = setup.new_page()
+            started = time.time()
+            driver.page.goto(server.url, wait_until="commit")
+            emit("streamlit-floor", _elapsed(started, driver.wait_ready([Need("result_metric")], "the floor page",
+                                                                       started)))
+        finally:
+            setup.close_pages()
+    return {}
+
+
 def run_journey(name: str, setup: Setup, wanted: set[str], emit: Emit) -> dict[str, Any]:
     url = setup.args.server_url
     if name == "adapt-5way":
@@ -800,6 +830,8 @@ def run_journey(name: str, setup: Setup, wanted: set[str], emit: Emit) -> dict[s
         return journey_adapt(setup, wanted, emit, 20, url)
     if name == "stored-run":
         return journey_stored_run(setup, wanted, emit, url)
+    if name == "floor":
+        return journey_floor(setup, wanted, emit)
     return journey_no_omniglot(setup, wanted, emit)
 
 
