@@ -8,6 +8,7 @@ skips locally and fails under CI.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -20,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from core.store import Store
 from tests.app.builders import SHAPES, TINY_IMAGE, save_tiny_checkpoint, shape_image, upload_classes, upload_queries
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -403,8 +406,6 @@ def test_chromium_is_the_debian_one() -> None:
 
 
 def _stored_runs(database: str):
-    from core.store import Store
-
     with Store(database) as store:
         return store.list_runs()
 
@@ -495,8 +496,6 @@ def test_draw_classes_and_queries_with_the_mouse_and_run(page, dashboard) -> Non
     run_id = _shown_run_id(page)
     _wait_idle(page)
 
-    from core.store import Store
-
     with Store(dashboard["database"]) as store:
         detail = store.get_run(run_id)
         assert detail.source == "drawing" and detail.class_names == ["plus", "vee"]
@@ -504,9 +503,6 @@ def test_draw_classes_and_queries_with_the_mouse_and_run(page, dashboard) -> Non
         assert [i.label for i in detail.items if i.role == "query"] == [0, 1]
         data, mime = store.get_image(detail.items[0].image_sha256)
     assert mime == "image/png"
-    from PIL import Image
-    import io
-
     with Image.open(io.BytesIO(data)) as drawing:
         grey = drawing.convert("L")
         assert grey.getpixel((0, 0)) == 255 and grey.getextrema()[0] < 64  # dark strokes on white paper
@@ -524,8 +520,6 @@ def test_photograph_classes_with_the_webcam_and_run(page, dashboard) -> None:
     page.get_by_role("button", name="Run", exact=True).click()
     run_id = _shown_run_id(page)
     _wait_idle(page)
-    from core.store import Store
-
     with Store(dashboard["database"]) as store:
         detail = store.get_run(run_id)
     assert detail.source == "camera" and detail.class_names == ["first", "second"]
