@@ -9,9 +9,15 @@ wrong, when a visitor asks for it.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+# Streamlit warns that its caches and context are missing when they are used before the server runs, which is
+# the point of warming up; the caches it then creates are the ones the pages use.
+_QUIET_LOGGERS = ("streamlit.runtime.caching.cache_data_api", "streamlit.runtime.scriptrunner_utils.script_run_context")
 
 
 @dataclass
@@ -95,10 +101,26 @@ def _first_figures() -> None:
     go.Figure([go.Scatter(x=[0, 1], y=[0, 1]), go.Heatmap(z=[[0, 1]])]).to_plotly_json()
 
 
+@contextmanager
+def _quiet_streamlit() -> Iterator[None]:
+    import streamlit  # noqa: F401 - configures its loggers, whose levels are then lowered for a moment
+
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def warm_up() -> WarmUpReport:
     report = WarmUpReport()
-    _step(report, "imports", _import_engine)
-    _step(report, "run store", _open_store)
-    _step(report, "default checkpoint", _first_adaptation)
-    _step(report, "figures", _first_figures)
+    with _quiet_streamlit():
+        _step(report, "imports", _import_engine)
+        _step(report, "run store", _open_store)
+        _step(report, "default checkpoint", _first_adaptation)
+        _step(report, "figures", _first_figures)
     return report
