@@ -31,7 +31,7 @@ def shots_text(detail: RunDetail) -> str:
 
 def render_run(store: Store, detail: RunDetail, key: str = "run") -> None:
     """The whole stored run: settings, accuracy per rule, query gallery, confusion, support curves, alpha/beta."""
-    st.subheader(f"Run #{detail.id}" + (f" · {detail.name}" if getattr(detail, "name", None) else ""))
+    st.subheader(f"Run #{detail.id}" + (f" · {detail.name}" if detail.name else ""))
     where = detail.dataset or detail.source
     if detail.split:
         where += f" / {detail.split}"
