@@ -47,13 +47,13 @@ def _import_engine() -> None:
     # Everything the pages import, in the order they need it (app.resources pulls torch and the store in).
     import plotly.graph_objects  # noqa: F401
 
-    import app.charts  # noqa: F401
-    import app.checkpoint_view  # noqa: F401
-    import app.compare  # noqa: F401
-    import app.resources  # noqa: F401
-    import app.sources.benchmark  # noqa: F401
-    import app.sources.own_images  # noqa: F401
-    import app.trace_view  # noqa: F401
+    import app.charts
+    import app.checkpoint_view
+    import app.compare
+    import app.resources
+    import app.sources.benchmark
+    import app.sources.own_images
+    import app.trace_view
     import app.views  # noqa: F401
     import core.runs  # noqa: F401
 

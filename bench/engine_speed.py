@@ -273,8 +273,8 @@ def markdown(report: dict) -> str:
           [[name, f"{rows[name]['episodes_per_s']:.2f}"] for name, case in CASES.items() if case["kind"] == "eval" and name in rows])
     lines.append("Targets:\n")
     table(["case", "measured", "target", "verdict"],
-          [[v["case"], f"{v['field']} = {v['value']:.4g}", f"{'>=' if v['field'] == 'tasks_per_s' else '<='} {v['limit']:g} "
-            f"({v['meaning']})", "met" if v["met"] else f"missed ({v['ratio']:.2f}x the target)"]
+          [[v["case"], f"{v['field']} = {v['value']:.4g}", (f"{'>=' if v['field'] == 'tasks_per_s' else '<='} {v['limit']:g} "
+            f"({v['meaning']})"), "met" if v["met"] else f"missed ({v['ratio']:.2f}x the target)"]
            for v in report["targets"]])
     return "\n".join(lines)
 

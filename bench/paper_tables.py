@@ -47,10 +47,10 @@ def sine(episodes: int) -> list[dict]:
 
 
 def omniglot(episodes: int, heads: bool) -> list[dict]:
+    from core.config import config_from_dict
     from core.evaluate import evaluate_classification
     from core.model_io import load_learner
     from core.train import build_image_set
-    from core.config import config_from_dict
 
     rows = []
     for method in ("maml", "alfa_maml", "alfa_random"):

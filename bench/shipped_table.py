@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.checkpoints import SHIPPED_DIR  # noqa: E402
-from core.shipping import SETTINGS, read_manifest  # noqa: E402
-from models.checkpoint import read_metadata  # noqa: E402
+from core.checkpoints import SHIPPED_DIR
+from core.shipping import SETTINGS, read_manifest
+from models.checkpoint import read_metadata
 
 LABELS = {"sgd": "SGD", "alfa": "ALFA", "alfa_random": "ALFA", "per_step": "per-step rates", "meta_sgd": "Meta-SGD"}
 

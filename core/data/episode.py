@@ -39,7 +39,7 @@ class Episode:
     def is_labelled(self) -> bool:
         return self.query_labels is not None
 
-    def to(self, device: torch.device | str) -> "Episode":
+    def to(self, device: torch.device | str) -> Episode:
         return Episode(
             support_images=self.support_images.to(device),
             support_labels=self.support_labels.to(device),

@@ -85,7 +85,7 @@ class ImageSpec:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImageSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ImageSpec:
         """Inverse of :meth:`to_dict`; missing optional keys take their defaults."""
         try:
             return cls(

@@ -117,7 +117,7 @@ def ensure_omniglot(root: str | Path, download: bool) -> Path:
 
         for background in (True, False):
             Omniglot(str(root), background=background, download=True)
-    except Exception as error:  # noqa: BLE001 - URLError, timeouts, checksum failures: all mean "no data"
+    except Exception as error:
         raise FileNotFoundError(f"{_missing_help(root)} The download failed: {error}") from error
     return root / _TORCHVISION_FOLDER
 

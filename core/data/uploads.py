@@ -7,6 +7,7 @@ Only the plain record dataclasses are used here: nothing in this module touches 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -104,11 +105,10 @@ def image_warnings(data: bytes, name: str, spec: ImageSpec, domain: StrokeDomain
     warnings = []
     with Image.open(io.BytesIO(bytes(data))) as image:
         width, height = image.size
-        try:
+        # A malformed EXIF block: the stored orientation is what is decoded.
+        with contextlib.suppress(Exception):
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 width, height = height, width
-        except Exception:  # noqa: BLE001 - a malformed EXIF block: the stored orientation is what is decoded
-            pass
     if min(width, height) < spec.size:
         warnings.append(
             f"{name} is only {width}×{height} pixels; the model enlarges it to {spec.size}×{spec.size} and sees "

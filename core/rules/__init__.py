@@ -38,13 +38,13 @@ def build_rule(config: dict[str, Any], layer_names: list[str], shapes: dict[str,
 
 
 __all__ = [
+    "RULE_LABELS",
+    "RULE_NAMES",
     "ALFARule",
     "InnerRule",
     "MetaSGDRule",
     "Params",
     "PerStepRule",
-    "RULE_LABELS",
-    "RULE_NAMES",
     "SGDRule",
     "StepTrace",
     "build_rule",

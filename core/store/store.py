@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, cast, delete, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -125,7 +125,7 @@ class Store:
         """Close the pooled connections (an in-memory database is gone afterwards)."""
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -367,8 +367,8 @@ def test_without_omniglot_the_page_opens_on_uploads_and_a_failed_download_is_one
     monkeypatch.setattr("app.sources.benchmark.ensure_omniglot", offline)
     at.button(key="download_omniglot").click().run()
     assert_clean(at)
-    assert texts(at.error) == ["Omniglot could not be downloaded ([Errno -3] Temporary failure in name resolution). "
-                               "Upload images instead."]
+    assert texts(at.error) == [("Omniglot could not be downloaded ([Errno -3] Temporary failure in name resolution). "
+                               "Upload images instead.")]
     at.radio(key="source").set_value(UPLOAD).run()
     assert not at.error  # not carried to another source
 

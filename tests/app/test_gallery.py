@@ -38,7 +38,7 @@ def test_a_wrong_guess_shows_an_example_of_the_class_it_guessed() -> None:
     assert page.count('class="fs-cell fs-wrong"') == 1 and page.count('class="fs-example"') == 1
     assert re.search(r'wrong\.png.*?ALFA: <span class="fs-name">square</span> 70% <span class="fs-bad">✗</span>'
                      r'<img class="fs-example" src="data:image/png;base64,[^"]+" title="a support image of square"',
-                     page, re.S)
+                     page, re.DOTALL)
     assert "truth: <i>unlabelled</i>" in page and page.count('<span class="fs-ok">✓</span>') == 1
 
 

@@ -277,7 +277,7 @@ def test_name_tags_and_note_are_edited_on_the_run_view(dashboard, known) -> None
     assert_clean(at)
     stored = dashboard.store().get_run(run_id)
     assert (stored.name, stored.tags, stored.note) == ("five-way", ["old", "new"], "keep this")
-    assert "Saved the name, tags and note of run #%d." % run_id in texts(at.success)
+    assert f"Saved the name, tags and note of run #{run_id}." in texts(at.success)
     # The popover's label says what the run is called now (AppTest keeps a popover as a plain block).
     assert "Name, tags and note: five-way · old, new" in _block_labels(at)
 

@@ -128,7 +128,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path, real_omniglot, capsys):
     assert main(["train", "--config", str(split), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--config", str(split), "--no-progress", "--resume", "--iterations", "4"]) == 0
-    a, meta_a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    a, _meta_a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
     b, meta_b = load_checkpoint(tmp_path / "split" / "last.safetensors")
     assert meta_b["training"]["iterations"] == 4 and meta_b["training"]["tasks_seen"] == 8
     for name in a:

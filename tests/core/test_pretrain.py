@@ -12,7 +12,6 @@ from core.cli import main
 from core.config import ConfigError, config_from_dict, load_config
 from core.pretrain import Pretrainer, load_pretrained
 from models.checkpoint import CheckpointError, load_checkpoint
-
 from tests.core.test_cli import TINY
 from tests.tolerances import gamma, unit_roundoff
 

@@ -12,7 +12,6 @@ from core.cli import main
 from core.model_io import load_learner
 from core.shipping import SETTINGS, measure_heldout, package, read_manifest, verify_shipped
 from models.checkpoint import CheckpointError, read_metadata
-
 from tests.app.builders import save_tiny_checkpoint
 from tests.core.test_cli import _config
 

@@ -55,8 +55,8 @@ def test_spec_presets() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(channels=2, size=4), dict(channels=1, size=0), dict(channels=3, size=4, mean=(0.1, 0.2)),
-     dict(channels=1, size=4, std=(0.0,))],
+    [{"channels": 2, "size": 4}, {"channels": 1, "size": 0}, {"channels": 3, "size": 4, "mean": (0.1, 0.2)},
+     {"channels": 1, "size": 4, "std": (0.0,)}],
 )
 def test_spec_rejects_bad_values(kwargs: dict) -> None:
     with pytest.raises(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 import pickle
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def test_episode_structure() -> None:
         assert episode.query_images.shape == (20, 1, 2, 2)
         assert episode.support_labels.dtype == torch.int64
         assert episode.support_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-        assert episode.query_labels.tolist() == sum(([label] * 5 for label in range(4)), [])
+        assert episode.query_labels.tolist() == functools.reduce(operator.iadd, ([label] * 5 for label in range(4)), [])
         assert episode.shots_per_class == [3, 3, 3, 3]
         assert len(set(episode.class_names)) == 4
         # Support and query never share an image.

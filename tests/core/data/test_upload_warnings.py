@@ -40,12 +40,12 @@ def test_duplicates_name_both_places_and_why() -> None:
         ImageRef.of("query", "fresh.png", c),
     ]
     assert duplicate_warnings(refs) == [
-        "Support image b-copy.png of 'cross' is the same file as support image b.png of 'square': one image in "
-        "two classes contradicts itself.",
-        "Support image a-again.png of 'circle' is the same file as support image a.png of 'circle': it counts "
-        "twice in its class.",
-        "Query q.png is the same file as support image a.png of 'circle': the model is shown the answer, so its "
-        "prediction says nothing about new images.",
+        ("Support image b-copy.png of 'cross' is the same file as support image b.png of 'square': one image in "
+        "two classes contradicts itself."),
+        ("Support image a-again.png of 'circle' is the same file as support image a.png of 'circle': it counts "
+        "twice in its class."),
+        ("Query q.png is the same file as support image a.png of 'circle': the model is shown the answer, so its "
+        "prediction says nothing about new images."),
     ]
     assert duplicate_warnings(refs[:2] + refs[5:]) == []
 
