@@ -24,10 +24,10 @@ def compare(path: Path, episodes: int, steps: int | None = None) -> list[dict]:
 
     from core.adapt import adapt, default_head_init
     from core.config import config_from_dict
+    from core.data.factory import build_image_set
     from core.data.sampler import EpisodeSampler
     from core.model_io import load_learner
     from core.shipping import EVAL_SEED, N_QUERY, SETTINGS
-    from core.train import build_image_set
     from models.checkpoint import load_checkpoint, save_checkpoint
 
     tensors, metadata = load_checkpoint(path)

@@ -48,9 +48,9 @@ def sine(episodes: int) -> list[dict]:
 
 def omniglot(episodes: int, heads: bool) -> list[dict]:
     from core.config import config_from_dict
+    from core.data.factory import build_image_set
     from core.evaluate import evaluate_classification
     from core.model_io import load_learner
-    from core.train import build_image_set
 
     rows = []
     for method in ("maml", "alfa_maml", "alfa_random"):

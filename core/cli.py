@@ -82,9 +82,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _evaluation_set(args, metadata):
     from core.config import config_from_dict
+    from core.data.factory import build_image_set
     from core.data.folders import FolderImageSet
     from core.data.images import ImageSpec
-    from core.train import build_image_set
 
     spec = ImageSpec.from_dict(metadata["image"])
     if args.folder:

@@ -58,7 +58,8 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
 
 class Pretrainer:
     def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True):
-        from core.train import build_image_set, launch_command
+        from core.data.factory import build_image_set
+        from core.train import launch_command
 
         if config.pretrain.epochs < 1:
             raise ValueError("pretrain.epochs is 0: nothing to pre-train")

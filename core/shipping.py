@@ -99,9 +99,9 @@ def measure_heldout(
     """
     from core.adapt import default_head_init
     from core.config import config_from_dict
+    from core.data.factory import build_image_set
     from core.evaluate import evaluate_classification
     from core.model_io import load_learner
-    from core.train import build_image_set
 
     _, metadata = load_checkpoint(path)
     test_set = build_image_set(config_from_dict(metadata["training"]["config"]), "test")

@@ -22,10 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from core.config import TrainConfig
-from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet
-from core.data.images import ImageSpec
-from core.data.omniglot import OmniglotImageSet, default_omniglot_root, ensure_omniglot
-from core.data.sampler import EpisodeSampler, LabelledImageSet
+from core.data.factory import build_image_set, image_spec
+from core.data.sampler import EpisodeSampler
 from core.data.sine import SineTaskFamily
 from core.device import pick_device
 from core.evaluate import evaluate_classification, evaluate_regression
@@ -35,33 +33,6 @@ from core.meta.maml import MAMLGradient, Task, multi_step_weights
 from core.meta.recompute import RecomputingMAMLGradient
 from core.model_io import code_version, learner_tensors, save_learner
 from models.checkpoint import load_checkpoint, save_checkpoint, split_prefix
-
-
-def image_spec(config: TrainConfig) -> ImageSpec:
-    data = config.data
-    return ImageSpec(
-        channels=data.channels, size=data.image_size, invert=data.invert, mean=tuple(data.mean), std=tuple(data.std)
-    )
-
-
-def build_image_set(config: TrainConfig, role: str) -> LabelledImageSet:
-    """The image set of ``role`` (train / val / test) described by ``config.data``."""
-    data = config.data
-    spec = image_spec(config)
-    selection = getattr(data, role)
-    if data.kind == "omniglot":
-        root = ensure_omniglot(data.root or default_omniglot_root(), download=data.download)
-        rotations = tuple(data.rotations) if role == "train" else (0,)
-        return OmniglotImageSet(root, alphabets=selection or None, rotations=rotations, spec=spec, name=f"omniglot-{role}")
-    if len(selection) != 1:
-        raise ValueError(f"data.{role} must name exactly one split for data.kind {data.kind!r}")
-    if not data.root:
-        raise ValueError(f"data.root must point to the dataset folder for data.kind {data.kind!r}")
-    if data.kind == "folder":
-        return FolderImageSet(data.root, selection[0], spec, name=f"{Path(data.root).name}-{selection[0]}")
-    if data.kind == "miniimagenet_csv":
-        return MiniImageNetCSVImageSet(data.root, selection[0], spec, name=f"miniimagenet-{selection[0]}")
-    raise ValueError(f"data.kind {data.kind!r} has no image sets")
 
 
 def launch_command() -> str:

@@ -247,6 +247,23 @@ def build_backbone(config: dict[str, Any]) -> nn.Module:
         raise ValueError(f"bad options for backbone {name!r}: {error}") from None
 
 
+@dataclass(frozen=True)
+class HeadNames:
+    """The fast-weight names of a backbone's linear classifier head (``weight`` [n_classes, feature_dim], ``bias``)."""
+
+    weight: str
+    bias: str
+
+
+def head_names(model: nn.Module) -> HeadNames:
+    """Where the backbone keeps its ``head``: the engine builds zero and prototype heads under these names."""
+    head = model.head
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise TypeError(f"{type(model).__name__}.head must be an nn.Linear with a bias")
+    prefix = next(name for name, module in model.named_modules() if module is head)
+    return HeadNames(weight=f"{prefix}.weight", bias=f"{prefix}.bias")
+
+
 def inner_parameter_names(model: nn.Module) -> list[str]:
     """Names of the tensors the inner loop updates: every conv / linear weight and bias.
 
