@@ -8,14 +8,11 @@ loaded before the server listens, so the first page and the first Run do not wai
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.settings import REPO_ROOT
 
 
 def main(argv: list[str]) -> int:
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
     from app.warmup import warm_up
 
     print("Warming up the dashboard (engine, run store, default checkpoint)…", flush=True)

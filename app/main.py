@@ -12,9 +12,11 @@ from pathlib import Path
 
 import streamlit as st
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+# `streamlit run app/main.py` puts app/ on the path, not the checkout: the one path computed outside
+# core.settings, because core cannot be imported before it.
+_CHECKOUT = str(Path(__file__).resolve().parent.parent)
+if _CHECKOUT not in sys.path:
+    sys.path.insert(0, _CHECKOUT)
 
 st.set_page_config(page_title="Few-shot adaptation with ALFA", layout="wide")
 

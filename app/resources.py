@@ -20,9 +20,8 @@ from core.data.images import ImageSpec, model_input_png, shown_image
 from core.data.omniglot import OmniglotImageSet
 from core.learner import Learner
 from core.model_io import file_sha256, load_learner
-from core.store import Store, default_database_url
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from core.settings import REPO_ROOT, database_url
+from core.store import Store
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,7 +31,7 @@ def _store(url: str) -> Store:
 
 def get_store() -> Store:
     """The store at ``$FEWSHOT_DATABASE_URL`` (or the default SQLite file), opened once per URL."""
-    return _store(default_database_url())
+    return _store(database_url())
 
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=8)

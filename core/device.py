@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from core import settings
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """``requested`` (or env ``FEWSHOT_DEVICE``) may be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'."""
-    requested = (requested or os.environ.get("FEWSHOT_DEVICE") or "auto").strip().lower()
+    """``requested`` (else the ``FEWSHOT_DEVICE`` setting) may be 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'.
+
+    A device that is not available, or a name torch does not know, raises ValueError with a message.
+    """
+    requested = (requested or "").strip().lower() or settings.device_name()
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -17,7 +20,10 @@ def pick_device(requested: str | None = None) -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:  # torch's answer to a malformed name
+        raise ValueError(f"device {requested!r} is not one torch knows: {error}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} was asked for but CUDA is not available on this machine")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -48,15 +54,15 @@ def tune_host_allocator(keep_free_bytes: int = 1 << 30) -> bool:
     (``M_TRIM_THRESHOLD``). The price is a higher resident peak (2.8 GB to 3.4 GB there), as freed memory is
     reused rather than returned. The process entry points (CLI, benchmarks) call this; a library user may.
 
-    Returns True once applied; False (changing nothing) off Linux/glibc, when ``FEWSHOT_TUNE_MALLOC=0`` asks
-    for the C library's defaults, or when the C library refuses. Call it early: it only changes how later
-    blocks are served.
+    Returns True once applied; False (changing nothing) off Linux/glibc, when the setting
+    ``FEWSHOT_TUNE_MALLOC=0`` asks for the C library's defaults, or when the C library refuses. Call it early:
+    it only changes how later blocks are served.
     """
     global _allocator_tuned
     if _allocator_tuned is not None:
         return _allocator_tuned
     _allocator_tuned = False
-    if os.environ.get("FEWSHOT_TUNE_MALLOC", "1").strip().lower() in ("0", "false", "no", "off"):
+    if not settings.tune_malloc():
         return False
     import ctypes
     import platform

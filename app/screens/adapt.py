@@ -49,7 +49,7 @@ st.title("Adapt to a new episode")
 
 try:
     device = pick_device()
-except (ValueError, RuntimeError) as error:  # torch raises RuntimeError for a malformed device string
+except ValueError as error:  # an unavailable or malformed device (core.device, core.settings)
     st.error(f"Cannot choose a device: {error}")
     st.stop()
 st.caption(f"Device: {describe_device(device)}")

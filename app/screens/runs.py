@@ -208,7 +208,7 @@ def _start_rerun(run_id: int) -> None:
         ticket = start_rerun(run_executor(), store, run_id, device=device, loader=cached_loader)
     except KeyError:
         st.session_state["rerun_message"] = ("error", f"Cannot re-run run #{run_id}: it no longer exists.")
-    except (ValueError, RuntimeError) as error:  # torch's answer to a malformed FEWSHOT_DEVICE is a RuntimeError
+    except ValueError as error:  # an unavailable or malformed device (core.device, core.settings)
         st.session_state["rerun_message"] = ("error", f"Cannot choose a device: {error}")
     else:
         st.session_state[RERUN_TICKET] = (run_id, ticket)

@@ -23,8 +23,8 @@ from core.data.uploads import (
     episode_from_uploads,
     image_input,
     image_warnings,
-    max_upload_bytes,
 )
+from core.settings import max_upload_bytes
 
 STATE_KEY = "own_episode"
 QUERIES = "query"  # the target id of the query list (classes use their integer ids)

@@ -13,7 +13,6 @@ from core.data.images import (
     decode_image,
 )
 from core.data.omniglot import (
-    DEFAULT_OMNIGLOT_ROOT,
     OmniglotImageSet,
     default_omniglot_root,
     ensure_omniglot,
@@ -23,7 +22,6 @@ from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.data.sine import SineTaskFamily
 
 __all__ = [
-    "DEFAULT_OMNIGLOT_ROOT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MAX_IMAGE_PIXELS",

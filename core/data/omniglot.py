@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from core import settings
 from core.data.images import OMNIGLOT_SPEC, ImageSpec
 from core.data.sampler import LabelledImageSet
 
 __all__ = [
-    "DEFAULT_OMNIGLOT_ROOT",
     "OMNIGLOT_ROTATIONS",
     "OMNIGLOT_SPLITS",
     "OmniglotImageSet",
@@ -28,25 +27,14 @@ OMNIGLOT_SPLITS: tuple[str, ...] = (
     "images_background_small2",
 )
 OMNIGLOT_ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
-ROOT_ENV_VAR = "FEWSHOT_OMNIGLOT_ROOT"
 # torchvision.datasets.Omniglot unpacks its downloads into <root>/omniglot-py/<split>/.
 _TORCHVISION_FOLDER = "omniglot-py"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_omniglot_root() -> Path:
-    """Where Omniglot is looked for: ``$FEWSHOT_OMNIGLOT_ROOT``, else ``<repo>/../shared/datasets/omniglot``
-    if that exists, else ``<repo>/data/omniglot``. Evaluated on each call, so the variable can change."""
-    configured = os.environ.get(ROOT_ENV_VAR)
-    if configured:
-        return Path(configured).expanduser()
-    shared = _REPO_ROOT.parent / "shared" / "datasets" / "omniglot"
-    if shared.is_dir():
-        return shared
-    return _REPO_ROOT / "data" / "omniglot"
-
-
-DEFAULT_OMNIGLOT_ROOT: Path = default_omniglot_root()
+    """Where Omniglot is looked for (``core.settings.omniglot_root``: ``$FEWSHOT_OMNIGLOT_ROOT``, else
+    ``<repo>/../shared/datasets/omniglot`` if that exists, else ``<repo>/data/omniglot``), on each call."""
+    return settings.omniglot_root()
 
 
 def _missing_help(root: Path) -> str:
@@ -55,7 +43,7 @@ def _missing_help(root: Path) -> str:
         f"{root}/images_background/<Alphabet>/characterNN/<drawing>.png (and {root}/images_evaluation/... "
         f"for the evaluation alphabets; images_background_small1/2, or torchvision's "
         f"{root}/{_TORCHVISION_FOLDER}/ folder holding these, work too), or point the environment variable "
-        f"{ROOT_ENV_VAR} at a folder laid out that way. To download it instead, enable download: torchvision "
+        f"{settings.OMNIGLOT_ROOT.name} at a folder laid out that way. To download it instead, enable download: torchvision "
         f"downloads images_background.zip and images_evaluation.zip (github.com/brendenlake/omniglot) "
         f"when the internet is reachable."
     )

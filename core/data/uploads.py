@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,47 +21,23 @@ from PIL import Image
 from core.data.domain import StrokeDomain, domain_warnings
 from core.data.episode import Episode
 from core.data.images import ImageError, ImageSpec, decode_image, preview_png
+from core.settings import max_upload_bytes
 from core.store.records import EpisodeItemInput, ImageInput
 
 __all__ = [
-    "DEFAULT_MAX_UPLOAD_MB",
-    "MAX_UPLOAD_BYTES",
-    "MAX_UPLOAD_ENV",
     "ImageRef",
     "duplicate_warnings",
     "episode_from_uploads",
     "image_input",
     "image_warnings",
     "items_from_benchmark",
-    "max_upload_bytes",
     "normalise_class_name",
 ]
-
-MAX_UPLOAD_ENV = "FEWSHOT_MAX_UPLOAD_MB"
-DEFAULT_MAX_UPLOAD_MB = 20.0
 
 UploadedFile = tuple[str, bytes]  # (file name, bytes)
 UploadedQuery = tuple[str, bytes, str | None]  # (file name, bytes, class name or None when unlabelled)
 
 _ROTATED = re.compile(r"^(?P<path>.+)@rot(?P<degrees>90|180|270)$")
-
-
-def max_upload_bytes() -> int:
-    """Largest accepted file: ``$FEWSHOT_MAX_UPLOAD_MB`` megabytes (default 20), read on every call."""
-    raw = os.environ.get(MAX_UPLOAD_ENV, "").strip()
-    if not raw:
-        return int(DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        raise ValueError(f"{MAX_UPLOAD_ENV} must be a number of megabytes, got {raw!r}") from None
-    if not megabytes > 0:
-        raise ValueError(f"{MAX_UPLOAD_ENV} must be positive, got {raw!r}")
-    return int(megabytes * 1024 * 1024)
-
-
-# The limit as configured when the module was imported (the functions below re-read the environment).
-MAX_UPLOAD_BYTES = max_upload_bytes()
 
 
 def normalise_class_name(name: str) -> str:
@@ -173,7 +148,7 @@ def episode_from_uploads(
 
     Raises ``ValueError`` for structural problems (fewer than two classes, an empty or duplicate class name,
     a class without images, no queries, a query label that is not a class) and :class:`ImageError` naming
-    every file that cannot be used (too large for ``max_bytes``, default :func:`max_upload_bytes`; empty,
+    every file that cannot be used (too large for ``max_bytes``, default ``core.settings.max_upload_bytes``; empty,
     not an image, truncated, a decompression bomb).
     """
     limit = max_upload_bytes() if max_bytes is None else max_bytes

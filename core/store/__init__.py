@@ -1,10 +1,9 @@
 """Run store of the few-shot dashboard: every run, its episode, adaptations, traces and predictions.
 
-Only SQLAlchemy and Alembic are imported here (no torch, numpy or other ``core`` modules), so scripts and
-the dashboard can read the history cheaply. Start with :class:`Store`.
+Only SQLAlchemy, Alembic and ``core.settings`` are imported here (no torch, numpy or other ``core`` modules),
+so scripts and the dashboard can read the history cheaply. Start with :class:`Store`.
 """
 
-from core.store.database import DATABASE_URL_ENV, default_database_url
 from core.store.export import CSV_ROW_KINDS, PREDICTION_CSV_COLUMNS, TRACE_CSV_COLUMNS, run_detail_to_dict
 from core.store.records import (
     JOB_STATUSES,
@@ -27,12 +26,10 @@ from core.store.records import (
     RunInput,
     RunSummary,
 )
-from core.store.store import DEFAULT_DATABASE_URL, Store
+from core.store.store import Store
 
 __all__ = [
     "CSV_ROW_KINDS",
-    "DATABASE_URL_ENV",
-    "DEFAULT_DATABASE_URL",
     "JOB_STATUSES",
     "MAX_NAME_LENGTH",
     "MAX_NOTE_LENGTH",
@@ -55,6 +52,5 @@ __all__ = [
     "RunInput",
     "RunSummary",
     "Store",
-    "default_database_url",
     "run_detail_to_dict",
 ]

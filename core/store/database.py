@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-DATABASE_URL_ENV = "FEWSHOT_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 5000
-
-
-def default_database_url() -> str:
-    """``$FEWSHOT_DATABASE_URL``, else the SQLite file ``<repo>/data/fewshot.sqlite3``."""
-    return os.environ.get(DATABASE_URL_ENV) or f"sqlite:///{REPO_ROOT / 'data' / 'fewshot.sqlite3'}"
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -73,7 +65,7 @@ def alembic_config(connection: Connection | None = None, url: str | URL | None =
     """An Alembic ``Config`` for the store's migrations, without any ini file.
 
     With ``connection`` the migrations run on it (the engine's connection settings apply); else ``env.py``
-    connects to ``url`` (default :func:`default_database_url`).
+    connects to ``url`` (default: the ``FEWSHOT_DATABASE_URL`` setting, ``core.settings.database_url``).
     """
     config = Config()
     # Config values go through ConfigParser interpolation: a literal "%" must be doubled.

@@ -19,7 +19,8 @@ from sqlalchemy import ColumnElement, Engine, String, and_, bindparam, cast, del
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, defer, joinedload, selectinload, sessionmaker
 
-from core.store.database import create_store_engine, default_database_url, upgrade
+from core.settings import database_url
+from core.store.database import create_store_engine, upgrade
 from core.store.export import predictions_csv, runs_csv, runs_json
 from core.store.models import (
     Adaptation,
@@ -54,8 +55,6 @@ from core.store.records import (
 from core.store.records import (
     EpisodeItem as EpisodeItemRecord,
 )
-
-DEFAULT_DATABASE_URL = default_database_url()
 
 # Kept well under SQLite's limit on bound parameters per statement.
 _IN_CHUNK = 500
@@ -104,14 +103,14 @@ _SUMMARY_OPTIONS = (
 class Store:
     """Saves runs (atomically) and reads, filters, exports and deletes them; also tracks background jobs.
 
-    ``Store(url)`` connects to ``url`` (default ``DEFAULT_DATABASE_URL``) and, with ``migrate=True``, brings
+    ``Store(url)`` connects to ``url`` (default: the ``FEWSHOT_DATABASE_URL`` setting) and, with ``migrate=True``, brings
     the schema to the latest Alembic revision: an empty database is created, an older one upgraded. The
     store is safe to share between threads; every method runs in its own session and transaction.
     """
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         # Read the environment now rather than at import, so a URL set after import still counts.
-        self.url: str = url or default_database_url()
+        self.url: str = url or database_url()
         self.engine: Engine = create_store_engine(self.url)
         try:
             if migrate:

@@ -12,7 +12,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection
 
-from core.store.database import create_store_engine, default_database_url
+from core.settings import database_url as configured_database_url
+from core.store.database import create_store_engine
 from core.store.models import Base
 
 config = context.config
@@ -24,7 +25,7 @@ if config.config_file_name is not None and "connection" not in config.attributes
 
 
 def database_url() -> str:
-    return config.get_main_option("sqlalchemy.url") or default_database_url()
+    return config.get_main_option("sqlalchemy.url") or configured_database_url()
 
 
 def run_migrations_offline() -> None:

@@ -13,13 +13,8 @@ from core.data import images
 from core.data.images import OMNIGLOT_SPEC, ImageError, ImageSpec, decode_image
 from core.data.omniglot import OmniglotImageSet
 from core.data.sampler import EpisodeSampler
-from core.data.uploads import (
-    MAX_UPLOAD_ENV,
-    episode_from_uploads,
-    items_from_benchmark,
-    max_upload_bytes,
-    normalise_class_name,
-)
+from core.data.uploads import episode_from_uploads, items_from_benchmark, normalise_class_name
+from core.settings import MAX_UPLOAD_MB, max_upload_bytes
 from tests.app.builders import encode, noise_png, shape_image, shape_png, upload_classes, upload_queries
 from tests.tolerances import unit_roundoff
 
@@ -116,21 +111,12 @@ def test_oversized_files_are_rejected_by_name(monkeypatch: pytest.MonkeyPatch) -
     classes = [("a", [("a.png", shape_png(0, 0))]), ("b", [("huge.png", big)])]
     with pytest.raises(ImageError, match=r"huge.png: file is too large \(0.3 MB; the limit is 0.1 MB\)"):
         episode_from_uploads(classes, upload_queries(1, False), SPEC, max_bytes=100 * 1024)
-    monkeypatch.setenv(MAX_UPLOAD_ENV, "0.1")
+    monkeypatch.setenv(MAX_UPLOAD_MB.name, "0.1")
     assert max_upload_bytes() == int(0.1 * 1024 * 1024)
     with pytest.raises(ImageError, match="huge.png: file is too large"):
         episode_from_uploads(classes, upload_queries(1, False), SPEC)
-    monkeypatch.setenv(MAX_UPLOAD_ENV, "1")
+    monkeypatch.setenv(MAX_UPLOAD_MB.name, "1")
     episode_from_uploads(classes, upload_queries(1, False), SPEC)
-
-
-def test_upload_limit_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MAX_UPLOAD_ENV, raising=False)
-    assert max_upload_bytes() == 20 * 1024 * 1024
-    for bad in ("lots", "0", "-3"):
-        monkeypatch.setenv(MAX_UPLOAD_ENV, bad)
-        with pytest.raises(ValueError, match=MAX_UPLOAD_ENV):
-            max_upload_bytes()
 
 
 def _exif_rotated_jpeg() -> bytes:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import core.store
-from core.store import Store, default_database_url
+from core.settings import database_url
+from core.store import Store
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -41,7 +42,7 @@ def test_default_url_is_the_environment_or_the_repo_data_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("FEWSHOT_DATABASE_URL", raising=False)
-    assert default_database_url() == f"sqlite:///{REPO / 'data' / 'fewshot.sqlite3'}"
+    assert database_url() == f"sqlite:///{REPO / 'data' / 'fewshot.sqlite3'}"
     url = f"sqlite:///{tmp_path / 'made' / 'here.sqlite3'}"
     monkeypatch.setenv("FEWSHOT_DATABASE_URL", url)
     with Store() as store:
@@ -50,6 +51,7 @@ def test_default_url_is_the_environment_or_the_repo_data_folder(
 
 
 def test_importing_the_store_pulls_in_no_heavy_or_core_modules() -> None:
+    """Only the settings (its URL) come with the store: no torch, numpy, streamlit, PIL or engine module."""
     code = (
         "import sys, core.store\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'streamlit', 'PIL'))\n"
@@ -59,7 +61,7 @@ def test_importing_the_store_pulls_in_no_heavy_or_core_modules() -> None:
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
     )
-    assert completed.stdout.strip() == "[] []"
+    assert completed.stdout.strip() == "[] ['core.settings']"
 
 
 def test_the_public_api_is_exported() -> None:

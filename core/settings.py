@@ -1,0 +1,190 @@
+"""Every setting of the engine and the dashboard, and the repository's paths, in one place.
+
+Each ``FEWSHOT_*`` environment variable is read here and nowhere else, and read **on every call**: tests and
+the dashboard's launcher change them at run time (``monkeypatch.setenv``), so nothing below caches a value.
+A malformed value raises :class:`SettingError` naming the variable and what it accepts.
+
+:data:`SETTINGS` lists them all (name, default, what it does); the README's settings table shows the same
+list and a test keeps the two equal.
+
+This module imports neither torch nor numpy: the run store (``core.store``) reads its URL from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CHECKPOINT_DIRS",
+    "CHROMIUM",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "DEFAULT_CHECKPOINT_DIRS",
+    "DEFAULT_DATABASE_FILE",
+    "DEVICE",
+    "MAX_UPLOAD_MB",
+    "OMNIGLOT_ROOT",
+    "REPO_ROOT",
+    "RUNS_DIR",
+    "SETTINGS",
+    "SHIPPED_CHECKPOINT_DIR",
+    "TUNE_MALLOC",
+    "Setting",
+    "SettingError",
+    "checkpoint_search_dirs",
+    "chromium_path",
+    "database_url",
+    "device_name",
+    "max_upload_bytes",
+    "omniglot_root",
+    "omniglot_search_order",
+    "tune_malloc",
+]
+
+# --- Paths -------------------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
+RUNS_DIR = REPO_ROOT / "runs"  # what `python -m core train` writes
+DATA_DIR = REPO_ROOT / "data"
+DEFAULT_DATABASE_FILE = DATA_DIR / "fewshot.sqlite3"
+# Beside the checkout (several worktrees share one copy of the data), else inside it.
+SHARED_OMNIGLOT_ROOT = REPO_ROOT.parent / "shared" / "datasets" / "omniglot"
+LOCAL_OMNIGLOT_ROOT = DATA_DIR / "omniglot"
+
+
+class SettingError(ValueError):
+    """A ``FEWSHOT_*`` variable holds a value its setting cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, its default as the README shows it, and what it does."""
+
+    name: str
+    default: str
+    description: str
+
+    def raw(self) -> str | None:
+        """The variable's value with surrounding whitespace removed; None when it is not set."""
+        value = os.environ.get(self.name)
+        return None if value is None else value.strip()
+
+
+DEVICE = Setting(
+    "FEWSHOT_DEVICE", "auto",
+    "Device the engine and the dashboard compute on: `auto` (CUDA, then Apple MPS, then the CPU), `cpu`, "
+    "`cuda`, `cuda:N` or `mps`. The CLI's `--device` wins over it.",
+)
+TUNE_MALLOC = Setting(
+    "FEWSHOT_TUNE_MALLOC", "1",
+    "`0` keeps glibc's default allocator in `python -m core` and the benchmarks (see *The allocator*); "
+    "`1` serves every block from the heap.",
+)
+OMNIGLOT_ROOT = Setting(
+    "FEWSHOT_OMNIGLOT_ROOT", "`../shared/datasets/omniglot` if it exists, else `data/omniglot`",
+    "Folder holding the unzipped Omniglot folders (`images_background/`, `images_evaluation/`, ...).",
+)
+MAX_UPLOAD_MB = Setting(
+    "FEWSHOT_MAX_UPLOAD_MB", "20",
+    "Largest image file the dashboard accepts, in megabytes (a positive number).",
+)
+DATABASE_URL = Setting(
+    "FEWSHOT_DATABASE_URL", "`sqlite:///<repo>/data/fewshot.sqlite3`",
+    "SQLAlchemy URL of the run store (dashboard runs, uploaded images, traces).",
+)
+DEFAULT_CHECKPOINT_DIRS = Setting(
+    "FEWSHOT_DEFAULT_CHECKPOINT_DIRS", "`assets/checkpoints` and `runs`",
+    "When set (even to nothing), replaces the folders searched for checkpoints by these "
+    "(separated by `:`, `;` on Windows).",
+)
+CHECKPOINT_DIRS = Setting(
+    "FEWSHOT_CHECKPOINT_DIRS", "(none)",
+    "More folders searched for checkpoints after the default ones (separated by `:`, `;` on Windows).",
+)
+CHROMIUM = Setting(
+    "FEWSHOT_CHROMIUM", "`/usr/bin/chromium`",
+    "The browser that the browser tests and `bench/dashboard_speed.py` drive.",
+)
+
+SETTINGS: tuple[Setting, ...] = (
+    DEVICE, TUNE_MALLOC, OMNIGLOT_ROOT, MAX_UPLOAD_MB, DATABASE_URL, DEFAULT_CHECKPOINT_DIRS, CHECKPOINT_DIRS, CHROMIUM,
+)
+
+_DEVICE_FORM = re.compile(r"^[a-z_]+(:\d+)?$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def device_name() -> str:
+    """``$FEWSHOT_DEVICE`` lower-cased (``"auto"`` when unset or empty); ``core.device`` resolves it."""
+    value = (DEVICE.raw() or "auto").lower()
+    if not _DEVICE_FORM.match(value):
+        raise SettingError(f"{DEVICE.name} must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return value
+
+
+def tune_malloc() -> bool:
+    """``$FEWSHOT_TUNE_MALLOC`` as a switch (default on)."""
+    value = (TUNE_MALLOC.raw() or "1").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingError(f"{TUNE_MALLOC.name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}")
+
+
+def omniglot_search_order() -> tuple[Path, ...]:
+    """Where Omniglot is looked for, first match wins: ``$FEWSHOT_OMNIGLOT_ROOT`` when set, else the shared
+    copy beside the checkout, else ``data/omniglot``."""
+    configured = OMNIGLOT_ROOT.raw()
+    if configured:
+        return (Path(configured).expanduser(),)
+    return SHARED_OMNIGLOT_ROOT, LOCAL_OMNIGLOT_ROOT
+
+
+def omniglot_root() -> Path:
+    """The first folder of :func:`omniglot_search_order` that exists, else its last one (where a download goes).
+
+    A configured ``$FEWSHOT_OMNIGLOT_ROOT`` is returned even when missing, so that the error names it.
+    """
+    order = omniglot_search_order()
+    return next((folder for folder in order[:-1] if folder.is_dir()), order[-1])
+
+
+def max_upload_bytes() -> int:
+    """Largest accepted upload: ``$FEWSHOT_MAX_UPLOAD_MB`` megabytes (default 20), in bytes."""
+    value = MAX_UPLOAD_MB.raw()
+    if not value:
+        value = MAX_UPLOAD_MB.default
+    try:
+        megabytes = float(value)
+    except ValueError:
+        raise SettingError(f"{MAX_UPLOAD_MB.name} must be a number of megabytes, got {value!r}") from None
+    if not 0 < megabytes < float("inf"):
+        raise SettingError(f"{MAX_UPLOAD_MB.name} must be a positive number of megabytes, got {value!r}")
+    return int(megabytes * 1024 * 1024)
+
+
+def database_url() -> str:
+    """``$FEWSHOT_DATABASE_URL``, else the SQLite file ``data/fewshot.sqlite3`` in the checkout."""
+    return DATABASE_URL.raw() or f"sqlite:///{DEFAULT_DATABASE_FILE}"
+
+
+def _paths(value: str) -> list[Path]:
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part.strip()]
+
+
+def checkpoint_search_dirs() -> list[Path]:
+    """The folders searched for checkpoints: the default ones (``assets/checkpoints``, ``runs``, or
+    ``$FEWSHOT_DEFAULT_CHECKPOINT_DIRS`` when set, even to nothing), then ``$FEWSHOT_CHECKPOINT_DIRS``."""
+    defaults = DEFAULT_CHECKPOINT_DIRS.raw()
+    base = [SHIPPED_CHECKPOINT_DIR, RUNS_DIR] if defaults is None else _paths(defaults)
+    return [*base, *_paths(CHECKPOINT_DIRS.raw() or "")]
+
+
+def chromium_path() -> Path:
+    """The Chromium binary the browser tests and the dashboard benchmark drive (``$FEWSHOT_CHROMIUM``)."""
+    return Path(CHROMIUM.raw() or "/usr/bin/chromium").expanduser()
