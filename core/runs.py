@@ -35,6 +35,7 @@ from core.adapt import AdaptationResult, adapt
 from core.checkpoints import find_checkpoints
 from core.data.episode import Episode
 from core.data.images import ImageSpec, decode_image
+from core.data.uploads import EpisodeImage, ImageFile
 from core.device import describe_device
 from core.learner import Learner
 from core.model_io import load_learner, supported_rules
@@ -114,7 +115,7 @@ def checkpoint_record(path: str | Path, metadata: dict[str, Any], sha256: str | 
     )
 
 
-def _check_items(episode: Episode, items: Sequence[EpisodeItemInput]) -> None:
+def _check_items(episode: Episode, items: Sequence[EpisodeImage]) -> None:
     support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
     query = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
     if len(support) != len(episode.support_labels) or len(query) != len(episode.query_images):
@@ -139,7 +140,7 @@ def _non_finite(result: AdaptationResult) -> str | None:
     return None
 
 
-def _adaptation_input(result: AdaptationResult, query_items: list[EpisodeItemInput]) -> AdaptationInput:
+def _adaptation_input(result: AdaptationResult, query_items: list[EpisodeImage]) -> AdaptationInput:
     record = AdaptationInput.from_result(result, RULE_LABELS.get(result.rule, result.rule))
     if record.truths is None and any(item.label is not None for item in query_items):
         # Partly labelled queries: the episode carries no labels, so adapt scored nothing; keep every known
@@ -156,7 +157,7 @@ def run_rules(
     checkpoint_path: str | Path,
     rules: Sequence[str],
     episode: Episode,
-    items: Sequence[EpisodeItemInput],
+    items: Sequence[EpisodeImage],
     steps: int,
     device: torch.device | str,
     source: str,
@@ -171,7 +172,7 @@ def run_rules(
 ) -> int:
     """Adapt ``episode`` with each of ``rules`` and store the run; returns its id (see the module docstring).
 
-    ``items`` are the episode's images as the store keeps them (``core.data.uploads``). ``loader`` defaults to
+    ``items`` are the files of the episode's images (``core.data.uploads``). ``loader`` defaults to
     :func:`core.model_io.load_learner`; whatever it returns is never modified. Raises :class:`RunFailed`
     (carrying ``run_id``) when a rule failed and the run was stored as failed.
     """
@@ -225,7 +226,7 @@ def run_rules(
             "provenance": provenance,
             **(extra_config or {}),
         },
-        items=items,
+        items=[_item_record(item) for item in items],
         note=note,
     )
 
@@ -260,8 +261,15 @@ def run_rules(
     return store.save_run(run, done, total_seconds=time.perf_counter() - started)
 
 
+def _item_record(item: EpisodeImage) -> EpisodeItemInput:
+    """The run store's record of one episode image (the store keeps the bytes, keyed by their hash)."""
+    image = item.image
+    record = ImageInput(image.data, image.mime, image.width, image.height, image.source_name, image.preview)
+    return EpisodeItemInput(item.role, item.position, item.label, record)
+
+
 def episode_from_items(
-    items: Sequence[EpisodeItemInput], class_names: Sequence[str], spec: ImageSpec
+    items: Sequence[EpisodeImage], class_names: Sequence[str], spec: ImageSpec
 ) -> Episode:
     """Rebuild an episode from stored items (decoded with ``spec``); query labels only if all are known."""
     support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
@@ -317,8 +325,8 @@ def rerun(
         data, mime = store.get_image(item.image_sha256)
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-        record = ImageInput(data, mime, width, height, item.source_name)
-        items.append(EpisodeItemInput(item.role, item.position, item.label, record))  # type: ignore[arg-type]
+        stored = ImageFile(data, mime, width, height, item.source_name)
+        items.append(EpisodeImage(item.role, item.position, item.label, stored))  # type: ignore[arg-type]
     episode = episode_from_items(items, detail.class_names, spec)
     # Every rule the run asked for (a failed run may have stopped before some of them), in its order.
     rules = list(detail.config.get("rules") or [a.rule for a in detail.adaptations])

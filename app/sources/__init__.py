@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.data.episode import Episode
-from core.store import EpisodeItemInput
+from core.data.uploads import EpisodeImage
 
 # Page choices (ids) and their labels. The ids are also what a run records as its source when they match the
 # store's source values; "benchmark" covers both Omniglot and folder trees (the run says which in ``dataset``).
@@ -28,7 +28,7 @@ class Prepared:
     """An episode ready to run, with what the run record says about where it came from."""
 
     episode: Episode
-    items: list[EpisodeItemInput]
+    items: list[EpisodeImage]
     source: str
     dataset: str
     split: str | None = None

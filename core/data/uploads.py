@@ -1,8 +1,8 @@
-"""Episodes built from uploaded files (the dashboard's "upload" source) and the stored form of benchmark items.
+"""Episodes built from uploaded files (the dashboard's "upload" source) and the files behind benchmark episodes.
 
-Both functions return the episode's items as :class:`core.store.records.EpisodeItemInput` carrying the original
-file bytes, so the run store keeps exactly what the model saw and an old run can be shown and re-run.
-Only the plain record dataclasses are used here: nothing in this module touches a database.
+Both functions return the episode's images as :class:`EpisodeImage` values carrying the original file bytes,
+so that the run service (``core.runs``) can store exactly what the model saw and an old run can be shown and
+re-run. They are plain data: this module knows nothing of the run store.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -22,9 +23,10 @@ from core.data.domain import StrokeDomain, domain_warnings
 from core.data.episode import Episode
 from core.data.images import ImageError, ImageSpec, decode_image, preview_png
 from core.settings import max_upload_bytes
-from core.store.records import EpisodeItemInput, ImageInput
 
 __all__ = [
+    "EpisodeImage",
+    "ImageFile",
     "ImageRef",
     "duplicate_warnings",
     "episode_from_uploads",
@@ -33,6 +35,30 @@ __all__ = [
     "items_from_benchmark",
     "normalise_class_name",
 ]
+
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One image file as uploaded or read from disk, described without decoding it again."""
+
+    data: bytes
+    mime: str
+    width: int  # of the upright image (EXIF rotation applied)
+    height: int
+    source_name: str  # file name, or the last parts of a dataset path
+    preview: bytes | None = None  # a small display PNG (``core.data.images.preview_png``)
+
+
+@dataclass(frozen=True)
+class EpisodeImage:
+    """One support or query image of an episode; ``label`` indexes the episode's ``class_names``."""
+
+    role: Literal["support", "query"]
+    position: int  # order within its role: the episode's tensors follow it
+    label: int | None  # None only for an unlabelled query
+    image: ImageFile
+
 
 UploadedFile = tuple[str, bytes]  # (file name, bytes)
 UploadedQuery = tuple[str, bytes, str | None]  # (file name, bytes, class name or None when unlabelled)
@@ -51,8 +77,8 @@ def _megabytes(size: int) -> str:
 
 def image_input(
     data: bytes, name: str, spec: ImageSpec, max_bytes: int | None = None
-) -> tuple[torch.Tensor, ImageInput]:
-    """Decode one file for the model and describe it for the store (mime type, upright width and height).
+) -> tuple[torch.Tensor, ImageFile]:
+    """Decode one file for the model and describe it (mime type, upright width and height, preview).
 
     Raises :class:`ImageError` naming ``name`` for an empty, oversized, non-image, truncated or bomb file.
     """
@@ -71,7 +97,7 @@ def image_input(
     if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees: the upright image is transposed
         width, height = height, width
     preview = preview_png(data, name=name)
-    return tensor, ImageInput(data=data, mime=mime, width=width, height=height, source_name=name, preview=preview)
+    return tensor, ImageFile(data=data, mime=mime, width=width, height=height, source_name=name, preview=preview)
 
 
 def image_warnings(data: bytes, name: str, spec: ImageSpec, domain: StrokeDomain | None = None) -> list[str]:
@@ -138,7 +164,7 @@ def episode_from_uploads(
     queries: Sequence[UploadedQuery],
     spec: ImageSpec,
     max_bytes: int | None = None,
-) -> tuple[Episode, list[EpisodeItemInput]]:
+) -> tuple[Episode, list[EpisodeImage]]:
     """An episode from uploaded files: ``classes`` is ``[(class name, [(file name, bytes), ...]), ...]`` (the
     support set, in class order), ``queries`` is ``[(file name, bytes, class name or None), ...]``.
 
@@ -188,14 +214,14 @@ def episode_from_uploads(
 
     errors: list[str] = []
 
-    def decode(data: bytes, name: str) -> tuple[torch.Tensor, ImageInput] | None:
+    def decode(data: bytes, name: str) -> tuple[torch.Tensor, ImageFile] | None:
         try:
             return image_input(data, name, spec, max_bytes=limit)
         except ImageError as error:
             errors.append(str(error))
             return None
 
-    support: list[tuple[int, tuple[torch.Tensor, ImageInput] | None]] = [
+    support: list[tuple[int, tuple[torch.Tensor, ImageFile] | None]] = [
         (label, decode(data, file_name))
         for label, (_name, files) in enumerate(classes)
         for file_name, data in files
@@ -205,13 +231,13 @@ def episode_from_uploads(
         listed = "; ".join(errors)
         raise ImageError(f"{len(errors)} file(s) cannot be used: {listed}" if len(errors) > 1 else listed)
 
-    items: list[EpisodeItemInput] = []
+    items: list[EpisodeImage] = []
     for position, (label, decoded) in enumerate(support):
         assert decoded is not None
-        items.append(EpisodeItemInput("support", position, label, decoded[1]))
+        items.append(EpisodeImage("support", position, label, decoded[1]))
     for position, (label, decoded) in enumerate(zip(query_labels, decoded_queries)):
         assert decoded is not None
-        items.append(EpisodeItemInput("query", position, label, decoded[1]))
+        items.append(EpisodeImage("query", position, label, decoded[1]))
 
     all_labelled = all(label is not None for label in query_labels)
     episode = Episode(
@@ -255,8 +281,8 @@ def _readable_name(source: str) -> str:
     return "/".join(Path(path).parts[-3:]) + suffix
 
 
-def items_from_benchmark(episode: Episode) -> list[EpisodeItemInput]:
-    """The stored form of a sampled episode: each support and query source file's bytes, labels and order.
+def items_from_benchmark(episode: Episode) -> list[EpisodeImage]:
+    """The files behind a sampled episode: each support and query source file's bytes, labels and order.
 
     ``source_name`` keeps the last three path parts (``Alphabet/characterNN/file.png``) so runs stay readable
     without saving machine-specific absolute paths. Omniglot's rotated classes (``path@rot90``) are stored as the
@@ -267,8 +293,8 @@ def items_from_benchmark(episode: Episode) -> list[EpisodeItemInput]:
         episode.query_images
     ):
         raise ValueError("the episode does not name the source file of every image; it cannot be stored")
-    items: list[EpisodeItemInput] = []
-    roles = (
+    items: list[EpisodeImage] = []
+    roles: tuple[tuple[Literal["support", "query"], list[str], list[int | None]], ...] = (
         ("support", episode.support_sources, [int(v) for v in episode.support_labels]),
         (
             "query",
@@ -284,8 +310,8 @@ def items_from_benchmark(episode: Episode) -> list[EpisodeItemInput]:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
                 mime = Image.MIME.get(image.format or "", "application/octet-stream")
-            image_record = ImageInput(data, mime, width, height, source_name=_readable_name(source),
-                                      preview=preview_png(data, name=source))
-            items.append(EpisodeItemInput(role, position, label, image_record))
+            image_file = ImageFile(data, mime, width, height, source_name=_readable_name(source),
+                                   preview=preview_png(data, name=source))
+            items.append(EpisodeImage(role, position, label, image_file))
     return items
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -190,7 +191,7 @@ def test_bad_checkpoints_and_mismatched_episodes_store_nothing(store, checkpoint
     episode, items = uploads()
     with pytest.raises(ValueError, match="6 support and 3 query images.*5 support"):
         run(store, checkpoint, episode_items=(episode, items[1:]))
-    items[0].label = 2
+    items[0] = dataclasses.replace(items[0], label=2)
     with pytest.raises(ValueError, match="support item labels"):
         run(store, checkpoint, episode_items=(episode, items))
     assert store.list_runs() == []

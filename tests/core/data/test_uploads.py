@@ -208,3 +208,14 @@ def test_benchmark_items_need_the_source_files(tiny_omniglot) -> None:
     episode.query_sources = []
     with pytest.raises(ValueError, match="source file of every image"):
         items_from_benchmark(episode)
+
+
+def test_uploads_are_plain_data_that_know_nothing_of_the_run_store() -> None:
+    """The run service (core.runs) turns these files into store records; the data layer never imports the store."""
+    import subprocess
+    import sys
+
+    code = "import sys, core.data.uploads\nprint(sorted(m for m in sys.modules if m.startswith('core.store')))"
+    root = Path(__file__).resolve().parents[3]
+    completed = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"
