@@ -114,11 +114,10 @@ def run_case(name: str, repeats: int) -> dict:
     from core.adapt import adapt
     from core.config import RuleConfig
     from core.data.episode import Episode
+    from core.data.task import Task
     from core.device import pick_device
     from core.learner import Learner
-    from core.meta.batched import BatchedMAMLGradient
-    from core.meta.maml import MAMLGradient, Task
-    from core.meta.recompute import RecomputingMAMLGradient
+    from core.meta.estimator import build_estimator
 
     case = CASES[name]
     kind, n_way, steps = case["kind"], case["n_way"], case["steps"]
@@ -126,7 +125,7 @@ def run_case(name: str, repeats: int) -> dict:
     device = pick_device()
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    rule_config = RuleConfig(name=case["rule"], lr=0.1).as_rule_dict(steps)
+    rule_config = RuleConfig.from_table({"name": case["rule"], "lr": 0.1}, inner_steps=steps).as_rule_dict()
     trained_way = 5
     learner = Learner({**case["backbone"], "n_classes": trained_way}, rule_config, head_init=case["head"]).to(device)
 
@@ -150,14 +149,16 @@ def run_case(name: str, repeats: int) -> dict:
            "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned}
     if kind in ("train", "vmap"):
         tasks = [Task(*_synthetic_task(torch, case, device, generator), n_classes=n_way) for _ in range(case["meta_batch"])]
-        estimator = RecomputingMAMLGradient if case["recompute"] else MAMLGradient
-        loop = estimator(learner, steps, second_order=case["second_order"])
-        times, (grads, _) = timed(lambda: loop.meta_grad(tasks), repeats)
+        estimator = "maml" if case["second_order"] else "fomaml"
+        loop = build_estimator(estimator, learner, steps, execution="recompute" if case["recompute"] else "loop")
+        times, estimate = timed(lambda: loop.meta_grad(tasks), repeats)
+        grads = estimate.grads
         row.update(median_s=statistics.median(times), min_s=min(times))
         row["tasks_per_s"] = case["meta_batch"] / row["median_s"]
         if kind == "vmap":
-            batched = BatchedMAMLGradient(learner, steps, second_order=case["second_order"])
-            vtimes, (vgrads, _) = timed(lambda: batched.meta_grad(tasks), repeats)
+            batched = build_estimator(estimator, learner, steps, execution="vmap")
+            vtimes, vestimate = timed(lambda: batched.meta_grad(tasks), repeats)
+            vgrads = vestimate.grads
             row.update(vmap_median_s=statistics.median(vtimes), speedup=row["median_s"] / statistics.median(vtimes))
             row["max_grad_difference"] = max(float((grads[k] - vgrads[k]).abs().max()) for k in grads)
             row["max_grad"] = max(float(g.abs().max()) for g in grads.values())
@@ -166,8 +167,8 @@ def run_case(name: str, repeats: int) -> dict:
             learner64 = copy.deepcopy(learner).double()
             tasks64 = [Task(t.support_x.double(), t.support_y, t.query_x.double(), t.query_y,
                             n_classes=n_way) for t in tasks]
-            loop64, _ = MAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
-            vmap64, _ = BatchedMAMLGradient(learner64, steps, second_order=case["second_order"]).meta_grad(tasks64)
+            loop64 = build_estimator(estimator, learner64, steps).meta_grad(tasks64).grads
+            vmap64 = build_estimator(estimator, learner64, steps, execution="vmap").meta_grad(tasks64).grads
             row["max_grad_difference_float64"] = max(float((loop64[k] - vmap64[k]).abs().max()) for k in loop64)
             # Each float32 result against its own float64 twin: the rounding error of this very computation on
             # this machine, which sets the tolerance of the float64 comparison (tests/bench/test_engine_speed.py).

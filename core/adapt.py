@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from core.data.episode import Episode
+from core.data.task import Task
 from core.learner import Learner
 from core.meta.inner import forward, inner_loop, prepare_head, task_loss
 
@@ -42,15 +43,16 @@ def default_head_init(learner: Learner, n_way: int) -> str:
     """The meta-learned head when the class count matches, else a class-count-free head.
 
     Which one was measured on held-out Omniglot alphabets (README, "Head choice"): prototypes suit plain
-    gradient rules (MAML 20-way 1-shot: 68.3 % against 58.7 % with a zero head), but ALFA's generator reads
-    the layer-wise mean of the head weights, and prototype weights are far outside what it saw in training:
-    ALFA with prototypes fell to chance (5-way 20.8 %, 20-way 5.2 %) while a zero head kept 93.2 % at 5-way.
+    gradient rules (MAML 20-way 1-shot: 68.3 % against 58.7 % with a zero head), but a rule that reads the
+    head weights' values (``Capabilities.reads_head_weights``: ALFA's generator takes the layer-wise mean of
+    the head weights) sees prototype weights far outside what it saw in training: ALFA with prototypes fell to
+    chance (5-way 20.8 %, 20-way 5.2 %) while a zero head kept 93.2 % at 5-way.
     """
     if learner.head_init != "learned":
         return learner.head_init
     if n_way == learner.trained_n_classes:
         return "learned"
-    return "zero" if learner.rule.name.startswith("alfa") else "prototype"
+    return "zero" if learner.capabilities.reads_head_weights else "prototype"
 
 
 def adapt(
@@ -117,9 +119,9 @@ def adapt(
     )
 
 
-def adapt_regression(learner: Learner, support_x, support_y, query_x, query_y, steps: int) -> float:
-    """Query MSE after ``steps`` inner updates on a regression task (sine experiments)."""
+def adapt_regression(learner: Learner, task: Task, steps: int) -> float:
+    """Query loss (MSE for the sine experiments) after ``steps`` inner updates on ``task``'s support set."""
     params = {n: p.detach() for n, p in learner.initial_params().items()}
-    result = inner_loop(learner, params, support_x, support_y, steps, create_graph=False, differentiable=False)
+    result = inner_loop(learner, params, task.support_x, task.support_y, steps, create_graph=False, differentiable=False)
     with torch.no_grad():
-        return float(task_loss(learner, forward(learner, result.params, query_x), query_y))
+        return float(task_loss(learner, forward(learner, result.params, task.query_x), task.query_y))

@@ -100,13 +100,7 @@ def evaluate_regression(
     errors = []
     started = time.perf_counter()
     for index in tqdm(range(episodes), desc=f"evaluate sine {k_shot}-shot", disable=not progress, leave=False):
-        task = family.task(index, k_shot, n_query, seed=seed)
-        errors.append(
-            adapt_regression(
-                learner, task.support_x.to(device), task.support_y.to(device), task.query_x.to(device),
-                task.query_y.to(device), steps,
-            )
-        )
+        errors.append(adapt_regression(learner, family.task(index, k_shot, n_query, seed=seed).to(device), steps))
     mean, ci = mean_and_ci95(errors)
     return EvaluationResult(
         "mse", mean, ci, episodes, None, k_shot, n_query, steps, learner.rule.name, None, seed,

@@ -12,6 +12,7 @@ from and why the head can be replaced by one for any number of classes.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +234,13 @@ class MLP(nn.Module):
 
 
 BACKBONES: dict[str, type[nn.Module]] = {"conv4": Conv4, "resnet12": ResNet12, "mlp": MLP}
+
+
+def backbone_parameters(name: str | None) -> set[str]:
+    """The constructor options backbone ``name`` takes (empty for an unknown name; ``build_backbone`` reports it)."""
+    if name not in BACKBONES:
+        return set()
+    return set(inspect.signature(BACKBONES[name]).parameters)
 
 
 def build_backbone(config: dict[str, Any]) -> nn.Module:

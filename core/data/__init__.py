@@ -1,6 +1,6 @@
 """Data: image decoding, labelled image sets, episode sampling and the sine regression family."""
 
-from core.data.episode import Episode, RegressionTask
+from core.data.episode import Episode
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet, list_image_files, load_episode_folder
 from core.data.images import (
     IMAGENET_MEAN,
@@ -20,6 +20,7 @@ from core.data.omniglot import (
 )
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.data.sine import SineTaskFamily
+from core.data.task import Task
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -35,8 +36,8 @@ __all__ = [
     "LabelledImageSet",
     "MiniImageNetCSVImageSet",
     "OmniglotImageSet",
-    "RegressionTask",
     "SineTaskFamily",
+    "Task",
     "decode_image",
     "default_omniglot_root",
     "ensure_omniglot",

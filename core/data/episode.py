@@ -1,4 +1,4 @@
-"""Episodes and regression tasks: the unit every sampler, reader and adapter speaks."""
+"""Classification episodes: what every sampler, folder reader and upload produces, and what the dashboard shows."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from core.data.task import Task
 
 
 @dataclass
@@ -39,6 +41,15 @@ class Episode:
     def is_labelled(self) -> bool:
         return self.query_labels is not None
 
+    def task(self) -> Task:
+        """The engine's view of this episode (labelled queries required): tensors and the class count."""
+        if self.query_labels is None:
+            raise ValueError("a task for meta-training or evaluation needs labelled queries")
+        return Task(
+            self.support_images, self.support_labels, self.query_images, self.query_labels, self.n_way,
+            dict(self.provenance),
+        )
+
     def to(self, device: torch.device | str) -> Episode:
         return Episode(
             support_images=self.support_images.to(device),
@@ -50,14 +61,3 @@ class Episode:
             query_sources=list(self.query_sources),
             provenance=dict(self.provenance),
         )
-
-
-@dataclass
-class RegressionTask:
-    """A few-shot regression task (ALFA section 4.5): fit y = f(x) from ``support_*``, score on ``query_*``."""
-
-    support_x: torch.Tensor  # [k_shot, 1]
-    support_y: torch.Tensor  # [k_shot, 1]
-    query_x: torch.Tensor  # [n_query, 1]
-    query_y: torch.Tensor  # [n_query, 1]
-    params: dict[str, float] = field(default_factory=dict)

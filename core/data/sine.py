@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from core.data.episode import RegressionTask
+from core.data.task import Task
 
 __all__ = ["SineTaskFamily"]
 
@@ -43,7 +43,7 @@ class SineTaskFamily:
         self.phase = (float(phase[0]), float(phase[1]))
         self.x_range = (float(x_range[0]), float(x_range[1]))
 
-    def task(self, index: int, k_shot: int, n_query: int, seed: int = 0) -> RegressionTask:
+    def task(self, index: int, k_shot: int, n_query: int, seed: int = 0) -> Task:
         """Task number ``index``: ``k_shot`` support and ``n_query`` query points, float32 ``[n, 1]``."""
         if k_shot < 1 or n_query < 1:
             raise ValueError(f"k_shot and n_query must be at least 1, got k_shot={k_shot}, n_query={n_query}")
@@ -61,16 +61,16 @@ class SineTaskFamily:
         def curve(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(amplitude * np.sin(frequency * x - phase)).to(torch.float32)
 
-        return RegressionTask(
+        return Task(
             support_x=torch.from_numpy(support_x).to(torch.float32),
             support_y=curve(support_x),
             query_x=torch.from_numpy(query_x).to(torch.float32),
             query_y=curve(query_x),
-            params={"amplitude": amplitude, "frequency": frequency, "phase": phase},
+            provenance={"amplitude": amplitude, "frequency": frequency, "phase": phase},
         )
 
     def batch(
         self, start_index: int, count: int, k_shot: int, n_query: int, seed: int = 0
-    ) -> list[RegressionTask]:
+    ) -> list[Task]:
         """Tasks ``start_index .. start_index + count - 1``."""
         return [self.task(index, k_shot, n_query, seed) for index in range(start_index, start_index + count)]

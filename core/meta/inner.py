@@ -1,23 +1,34 @@
-"""The inner loop shared by meta-training, evaluation and the dashboard.
+"""The inner loop shared by meta-training, evaluation and the dashboard, and the one inner step every path takes.
 
 Functional: the backbone is run with ``torch.func.functional_call`` on a dict of fast weights, so the
 module that holds the meta-parameters is never mutated by an adaptation (a cached model can serve many
 sessions at once).
+
+One inner step (MAML eq. 1, ALFA eq. 4) is: the support loss of the current fast weights, its gradient with
+respect to the tensors the rule adapts (:func:`support_gradients`), and the rule's update of those tensors
+(:func:`apply_rule`). The per-task loop here, the recomputing estimator (``core.meta.recompute``) and the
+vmapped one (``core.meta.batched``, which takes its gradient with ``torch.func.grad``) all build on these two.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from core.learner import MODULE_LOCK, Learner
+from core.objectives import Objective, objective_for
 from core.rules import StepTrace
+from models.backbones import head_names
 
 Params = dict[str, torch.Tensor]
+
+
+def objective_of(learner: Learner) -> Objective:
+    return objective_for(learner.task_kind)
 
 
 def forward(learner: Learner, params: Params, x: torch.Tensor, features_only: bool = False) -> torch.Tensor:
@@ -26,51 +37,57 @@ def forward(learner: Learner, params: Params, x: torch.Tensor, features_only: bo
         return functional_call(learner.backbone, params, (x,), {"features_only": features_only})
 
 
+def head_forward(learner: Learner, params: Params, embedding: torch.Tensor) -> torch.Tensor:
+    """The head alone on an embedding: ``forward(x) == head_forward(forward(x, features_only=True))``."""
+    names = head_names(learner.backbone)
+    with MODULE_LOCK:
+        return functional_call(
+            learner.backbone.head, {"weight": params[names.weight], "bias": params[names.bias]}, (embedding,)
+        )
+
+
 def task_loss(learner: Learner, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if learner.task_kind == "regression":
-        return F.mse_loss(output, target)
-    return F.cross_entropy(output, target)
+    return objective_of(learner).loss(output, target)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (logits.argmax(dim=-1) == labels).float().mean()
+def task_metric(learner: Learner, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    return objective_of(learner).metric(output, target)
 
 
 def prepare_head(
-    learner: Learner, params: Params, support_x: torch.Tensor, support_y: torch.Tensor, n_classes: int, head_init: str
+    learner: Learner, params: Params, support_x: torch.Tensor, support_y: torch.Tensor, n_classes: int | None,
+    head_init: str,
 ) -> Params:
-    """Set the classifier head up for an episode of ``n_classes`` classes.
+    """The fast weights an adaptation starts from (``Objective.prepare_head``: learned, zero or prototype head)."""
+    def features(fast: Params, x: torch.Tensor) -> torch.Tensor:
+        return forward(learner, fast, x, features_only=True)
 
-    - ``learned``: the meta-learned head (only possible when the class count is the trained one);
-    - ``zero``: a zero head, so every class starts equal and the inner loop writes it (the "zero trick");
-    - ``prototype``: Proto-MAML (Triantafillou et al. 2020): ``W_k = 2 c_k``, ``b_k = -||c_k||^2`` from the
-      support class means ``c_k`` of the initial embedding, which makes the initial logits negative squared
-      Euclidean distances to the prototypes (up to a per-query constant). Gradients flow through ``c_k``.
-    """
-    if learner.task_kind == "regression":
-        return params
-    weight, bias = params["head.weight"], params["head.bias"]
-    if head_init == "learned":
-        if weight.shape[0] != n_classes:
-            raise ValueError(
-                f"the meta-learned head has {weight.shape[0]} classes but the episode has {n_classes}; "
-                "use head_init 'zero' or 'prototype' for other class counts"
-            )
-        return params
-    params = dict(params)
-    if head_init == "zero":
-        params["head.weight"] = weight.new_zeros((n_classes, weight.shape[1]))
-        params["head.bias"] = bias.new_zeros((n_classes,))
-        return params
-    if head_init == "prototype":
-        features = forward(learner, params, support_x, features_only=True)
-        one_hot = F.one_hot(support_y, n_classes).to(features.dtype)
-        counts = one_hot.sum(dim=0).clamp_min(1.0)
-        prototypes = (one_hot.t() @ features) / counts[:, None]
-        params["head.weight"] = 2.0 * prototypes
-        params["head.bias"] = -(prototypes**2).sum(dim=1)
-        return params
-    raise ValueError(f"unknown head_init {head_init!r}")
+    return objective_of(learner).prepare_head(
+        params, head_names(learner.backbone), features, support_x, support_y, n_classes, head_init
+    )
+
+
+def support_gradients(
+    learner: Learner, fast: Params, output_of: Callable[[Params], torch.Tensor], support_y: torch.Tensor, *,
+    create_graph: bool, retain_graph: bool,
+) -> tuple[Params, torch.Tensor, torch.Tensor]:
+    """``(gradients of the support loss w.r.t. the adapted tensors, loss, output)`` at the fast weights ``fast``."""
+    inner = learner.inner_names
+    with torch.enable_grad():
+        output = output_of(fast)
+        loss = task_loss(learner, output, support_y)
+        grads = torch.autograd.grad(
+            loss, [fast[n] for n in inner], create_graph=create_graph, retain_graph=retain_graph
+        )
+    return dict(zip(inner, grads)), loss, output
+
+
+def apply_rule(
+    learner: Learner, fast: Params, grads: Params, step_index: int, state: dict[str, Any]
+) -> tuple[Params, StepTrace]:
+    """The rule's update of the adapted tensors; every other tensor of ``fast`` is passed through unchanged."""
+    updated, trace = learner.rule.step({n: fast[n] for n in learner.inner_names}, grads, step_index, state)
+    return {**fast, **updated}, trace
 
 
 @dataclass
@@ -78,8 +95,14 @@ class InnerResult:
     params: Params
     traces: list[StepTrace] = field(default_factory=list)
     support_losses: list[torch.Tensor] = field(default_factory=list)  # loss before each step, then after the last
-    support_accuracies: list[torch.Tensor] = field(default_factory=list)
+    support_accuracies: list[torch.Tensor] = field(default_factory=list)  # classification only
     step_params: list[Params] = field(default_factory=list)  # fast weights after each step (multi-step loss)
+
+
+def adapts_head_only(learner: Learner) -> bool:
+    """Whether the rule adapts nothing but the head, so the support embedding is the same at every step (ANIL)."""
+    names = head_names(learner.backbone)
+    return set(learner.inner_names) <= {names.weight, names.bias}
 
 
 def inner_loop(
@@ -102,7 +125,11 @@ def inner_loop(
     (second order, MAML eq. 1 with the full Hessian term), ``create_graph=False`` treats them as constants
     (first order). ``differentiable=False`` is the evaluation path: no graph outlives a step.
     ``on_step(k)`` is called after the k-th update (1-based), for progress reports.
+
+    When the rule adapts only the head, the support embedding is computed once from the initial weights and
+    every step runs the head alone: the same numbers as the whole network at every step, at a fraction of the cost.
     """
+    objective = objective_of(learner)
     inner = learner.inner_names
     if differentiable:
         # Each adapted tensor enters as its own node (a clone, or a grad-tracking copy of a frozen one), so the
@@ -114,27 +141,35 @@ def inner_loop(
         }
     else:
         fast = {n: p.detach().requires_grad_(n in inner) for n, p in params.items()}
+    if adapts_head_only(learner):
+        with torch.set_grad_enabled(differentiable):
+            embedding = forward(learner, fast, support_x, features_only=True)
+
+        def output_of(weights: Params) -> torch.Tensor:
+            return head_forward(learner, weights, embedding)
+    else:
+        def output_of(weights: Params) -> torch.Tensor:
+            return forward(learner, weights, support_x)
+
     result = InnerResult(params=fast)
     state = learner.rule.init_state({n: fast[n] for n in inner})
     for step_index in range(steps):
-        with torch.enable_grad():
-            output = forward(learner, fast, support_x)
-            loss = task_loss(learner, output, support_y)
-            grads = torch.autograd.grad(
-                loss, [fast[n] for n in inner], create_graph=create_graph and differentiable,
-                retain_graph=differentiable,
-            )
+        grads, loss, output = support_gradients(
+            learner, fast, output_of, support_y, create_graph=create_graph and differentiable,
+            retain_graph=differentiable,
+        )
         result.support_losses.append(loss.detach())
-        if learner.task_kind == "classification":
-            result.support_accuracies.append(accuracy(output.detach(), support_y))
-        grad_dict = dict(zip(inner, grads))
+        metric = objective.metric(output.detach(), support_y)
+        if metric is not None:
+            result.support_accuracies.append(metric)
         if differentiable:
-            updated, trace = learner.rule.step({n: fast[n] for n in inner}, grad_dict, step_index, state)
-            fast = {**fast, **updated}
+            fast, trace = apply_rule(learner, fast, grads, step_index, state)
         else:
             with torch.no_grad():
-                updated, trace = learner.rule.step({n: fast[n] for n in inner}, grad_dict, step_index, state)
-            fast = {**{n: p.detach() for n, p in fast.items()}, **{n: p.detach().requires_grad_() for n, p in updated.items()}}
+                updated, trace = apply_rule(learner, fast, grads, step_index, state)
+            fast = {
+                n: (p.detach().requires_grad_() if n in inner else p.detach()) for n, p in updated.items()
+            }
         result.traces.append(trace)
         if keep_step_params:
             result.step_params.append(fast)
@@ -142,9 +177,10 @@ def inner_loop(
             on_step(step_index + 1)
     if record_final:
         with torch.no_grad():
-            output = forward(learner, fast, support_x)
+            output = output_of(fast)
             result.support_losses.append(task_loss(learner, output, support_y))
-            if learner.task_kind == "classification":
-                result.support_accuracies.append(accuracy(output, support_y))
+            metric = objective.metric(output, support_y)
+            if metric is not None:
+                result.support_accuracies.append(metric)
     result.params = fast
     return result

@@ -10,43 +10,45 @@ before the next. This is reverse-mode differentiation of MAML eq. 1 with checkpo
 learning", Maclaurin et al. 2015, without the reversibility): each step's forward and inner gradient runs
 twice, and peak memory is one step's graph plus the stored weights.
 
-The gradient is the same as :class:`~core.meta.maml.MAMLGradient`'s (tested to float tolerance), including
+The gradient is the same as the per-task loop's (``core.meta.unroll``, tested to float tolerance), including
 the MAML++ multi-step loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from core.meta.inner import accuracy, forward, prepare_head, task_loss
-from core.meta.maml import MAMLGradient, Task
+from core.data.task import Task
+from core.learner import Learner
+from core.meta.estimator import MetaGradient, QueryObjective, accumulate_task_gradients
+from core.meta.inner import apply_rule, forward, prepare_head, support_gradients, task_loss, task_metric
 
 Params = dict[str, torch.Tensor]
 
 
-class RecomputingMAMLGradient(MAMLGradient):
-    def _step(self, fast: Params, step_index: int, support_x, support_y, create_graph: bool) -> Params:
-        learner, inner = self.learner, self.learner.inner_names
-        with torch.enable_grad():
-            loss = task_loss(learner, forward(learner, fast, support_x), support_y)
-            grads = torch.autograd.grad(loss, [fast[n] for n in inner], create_graph=create_graph)
-        updated, _ = learner.rule.step({n: fast[n] for n in inner}, dict(zip(inner, grads)), step_index, {})
-        return {**fast, **updated}
+def recomputed_meta_grad(
+    learner: Learner, tasks: Sequence[Task], objective: QueryObjective, inner_steps: int, head_init: str,
+    second_order: bool,
+) -> MetaGradient:
+    def step(fast: Params, step_index: int, task: Task, create_graph: bool) -> Params:
+        grads, _, _ = support_gradients(
+            learner, fast, lambda weights: forward(learner, weights, task.support_x), task.support_y,
+            create_graph=create_graph, retain_graph=create_graph,
+        )
+        return apply_rule(learner, fast, grads, step_index, {})[0]
 
-    def _task_grads(
-        self, task: Task, tensors: list[torch.Tensor], step_weights: torch.Tensor | None, scale: float
-    ) -> tuple[list[torch.Tensor | None], float, float | None]:
-        learner = self.learner
+    def task_gradient(task: Task, tensors: list[torch.Tensor], scale: float):
         initial = prepare_head(
-            learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes or 0, self.head_init
+            learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes, head_init
         )
         names = list(initial)
         # Forward sweep: fast weights after every step, no graph kept.
         stored = [{n: p.detach() for n, p in initial.items()}]
-        for step_index in range(self.inner_steps):
+        for step_index in range(inner_steps):
             start = {n: p.detach().requires_grad_(n in learner.inner_names) for n, p in stored[-1].items()}
-            nxt = self._step(start, step_index, task.support_x, task.support_y, create_graph=False)
-            stored.append({n: p.detach() for n, p in nxt.items()})
+            stored.append({n: p.detach() for n, p in step(start, step_index, task, create_graph=False).items()})
 
         def query_loss(params: Params) -> torch.Tensor:
             return task_loss(learner, forward(learner, params, task.query_x), task.query_y)
@@ -56,13 +58,13 @@ class RecomputingMAMLGradient(MAMLGradient):
         with torch.enable_grad():
             output = forward(learner, final, task.query_x)
             loss = task_loss(learner, output, task.query_y)
-            weight = 1.0 if step_weights is None else step_weights[-1]
+            weight = objective.weight(inner_steps, inner_steps)
             adjoint = list(torch.autograd.grad(loss * weight * scale, [final[n] for n in names], allow_unused=True))
         adjoint = [torch.zeros_like(final[n]) if a is None else a for n, a in zip(names, adjoint)]
-        acc = float(accuracy(output.detach(), task.query_y)) if learner.task_kind == "classification" else None
-        # Reported like MAMLGradient: the (weighted) query loss the meta-gradient is of.
+        metric = task_metric(learner, output.detach(), task.query_y)
+        # Reported like the loop: the (weighted) query loss the meta-gradient is of.
         total_loss = float(loss.detach()) * float(weight)
-        meta = [None] * len(tensors)
+        meta: list[torch.Tensor | None] = [None] * len(tensors)
 
         def accumulate(found):
             for i, g in enumerate(found):
@@ -70,16 +72,16 @@ class RecomputingMAMLGradient(MAMLGradient):
                     meta[i] = g if meta[i] is None else meta[i] + g
 
         # Backward sweep: rebuild step k from θ_k, pull the adjoint back to θ_k and the meta-parameters.
-        for step_index in reversed(range(self.inner_steps)):
+        for step_index in reversed(range(inner_steps)):
             start = {n: p.detach().requires_grad_() for n, p in stored[step_index].items()}
             with torch.enable_grad():
                 # First order: the inner gradient is a constant and only the rule's direct use of θ_k remains.
-                nxt = self._step(start, step_index, task.support_x, task.support_y, create_graph=self.second_order)
+                nxt = step(start, step_index, task, create_graph=second_order)
                 outputs = [nxt[n] for n in names]
                 extra = 0.0
-                if step_weights is not None and step_index > 0:
+                if objective.every_step and step_index > 0:
                     # MAML++: the query loss after step ``step_index`` (weights θ_step_index) also counts.
-                    unscaled = query_loss(start) * step_weights[step_index - 1]
+                    unscaled = query_loss(start) * objective.weight(step_index, inner_steps)
                     total_loss += float(unscaled.detach())
                     extra = unscaled * scale
                 found = torch.autograd.grad(
@@ -97,22 +99,6 @@ class RecomputingMAMLGradient(MAMLGradient):
             terms = [(initial[n] * a).sum() for n, a in zip(names, adjoint) if initial[n].requires_grad]
             if terms:
                 accumulate(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
-        return meta, total_loss, acc
+        return meta, total_loss, None if metric is None else float(metric)
 
-    def meta_grad(self, tasks: list[Task], step_weights: torch.Tensor | None = None):
-        trainable = self.trainable()
-        names, tensors = list(trainable), list(trainable.values())
-        grads = [torch.zeros_like(t) for t in tensors]
-        losses, accuracies = [], []
-        for task in tasks:
-            found, loss, acc = self._task_grads(task, tensors, step_weights, 1.0 / len(tasks))
-            for total, g in zip(grads, found):
-                if g is not None:
-                    total.add_(g)
-            losses.append(loss)
-            if acc is not None:
-                accuracies.append(acc)
-        diagnostics = {"loss": sum(losses) / len(losses)}
-        if accuracies:
-            diagnostics["accuracy"] = sum(accuracies) / len(accuracies)
-        return dict(zip(names, grads)), diagnostics
+    return accumulate_task_gradients(learner, tasks, task_gradient)

@@ -46,7 +46,7 @@ name = "{rule}"
 lr = 0.4
 
 [meta]
-algorithm = "second_order"
+estimator = "maml"
 meta_batch = 2
 iterations = {iterations}
 inner_steps = 2

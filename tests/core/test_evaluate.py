@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from core.evaluate import mean_and_ci95
-from core.meta.maml import multi_step_weights
-from tests.tolerances import gamma, unit_roundoff
+from tests.tolerances import gamma
 
 
 def test_ci95_formula():
@@ -28,16 +27,3 @@ def test_ci95_formula():
     assert 0 <= ci <= 1.96 * mean_error / math.sqrt(600)
     with pytest.raises(ValueError):
         mean_and_ci95([])
-
-
-def test_multi_step_weights_sum_to_one_and_anneal_to_the_last_step():
-    start, end = multi_step_weights(5, 0.0), multi_step_weights(5, 1.0)
-    # The last weight is 1 minus a float32 sum of the other four (total <= 1: off by at most gamma_4), and
-    # summing all five again adds at most gamma_4 more: 2 gamma_5 bounds both checks. Every other weight is
-    # a single float32 rounding of 0.2 or 0.03 / 5, so it is within u32 of it, relatively.
-    u32, sum_error = unit_roundoff(torch.float32), 2 * gamma(5, torch.float32)
-    torch.testing.assert_close(start, torch.full((5,), 0.2), rtol=0, atol=sum_error)
-    assert float(end.sum()) == pytest.approx(1.0, rel=0, abs=sum_error)
-    assert float(start.sum()) == pytest.approx(1.0, rel=0, abs=sum_error)
-    assert float(end[-1]) == pytest.approx(1 - 4 * 0.03 / 5, rel=0, abs=sum_error)
-    assert end[:-1].tolist() == pytest.approx([0.03 / 5] * 4, rel=u32, abs=0)

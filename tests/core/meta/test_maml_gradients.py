@@ -7,9 +7,10 @@ import copy
 import pytest
 import torch
 
+from core.data.task import Task
 from core.learner import Learner
+from core.meta.estimator import LAST_STEP, QueryObjective, build_estimator
 from core.meta.inner import forward, inner_loop, prepare_head, task_loss
-from core.meta.maml import MAMLGradient, Task
 from tests.tolerances import central_difference_error, float64_error_from_float32, gamma, unit_roundoff
 
 TINY_CONV = {"name": "conv4", "in_channels": 1, "image_size": 8, "filters": 3, "n_blocks": 2, "n_classes": 3}
@@ -31,6 +32,26 @@ def _learner(rule: dict, head_init: str = "learned") -> Learner:
             learner.rule.alpha0.mul_(20.0)
             learner.rule.beta0.mul_(1000.0 if rule["name"] == "alfa" else 1.0)
     return learner
+
+
+def _estimate(learner: Learner, tasks: list[Task], second_order: bool = True, execution: str = "loop",
+              objective: QueryObjective = LAST_STEP) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The registered MAML estimators' gradient and ``{"loss", "accuracy"}`` (inner_steps 3)."""
+    name = "maml" if second_order else "fomaml"
+    estimate = build_estimator(name, learner, 3, execution=execution).meta_grad(tasks, objective)
+    return estimate.grads, estimate.summary()
+
+
+def _trainable(learner: Learner) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in learner.named_parameters() if p.requires_grad}
+
+
+def _query_loss(learner: Learner, task: Task, steps: int = 3) -> torch.Tensor:
+    """The second-order query loss the meta-gradient is of: prepare the head, adapt, score the queries."""
+    params = prepare_head(learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes,
+                          learner.head_init)
+    adapted = inner_loop(learner, params, task.support_x, task.support_y, steps, create_graph=True).params
+    return task_loss(learner, forward(learner, adapted, task.query_x), task.query_y)
 
 
 def _flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -74,7 +95,7 @@ class _FrozenGradientState:
         return state
 
 
-def _loss_at(estimator: MAMLGradient, tasks: list[Task], params: list[torch.nn.Parameter], vector: torch.Tensor, frozen=None) -> float:
+def _loss_at(learner: Learner, tasks: list[Task], params: list[torch.nn.Parameter], vector: torch.Tensor, frozen=None) -> float:
     if frozen is not None:
         frozen.mode, frozen.position = "replay", 0
     with torch.no_grad():
@@ -83,7 +104,7 @@ def _loss_at(estimator: MAMLGradient, tasks: list[Task], params: list[torch.nn.P
         for p in params:
             p.add_(vector[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
-    losses = [estimator.task_query_loss(t)[0].detach() for t in tasks]
+    losses = [_query_loss(learner, t).detach() for t in tasks]
     with torch.no_grad():
         for p, b in zip(params, backup):
             p.copy_(b)
@@ -103,27 +124,25 @@ def _loss_at(estimator: MAMLGradient, tasks: list[Task], params: list[torch.nn.P
 def test_second_order_meta_gradient_matches_finite_differences(rule, head_init):
     learner = _learner(rule, head_init)
     learner32 = copy.deepcopy(learner).float()  # copied before the gradient means are frozen: a plain twin
-    estimator = MAMLGradient(learner, inner_steps=3, second_order=True)
     tasks = [_tiny_task(0), _tiny_task(1)]
-    twin = MAMLGradient(learner32, inner_steps=3, second_order=True)
-    loss32 = float(sum(twin.task_query_loss(t)[0].detach() for t in _in_float32(tasks)) / len(tasks))
+    loss32 = float(sum(_query_loss(learner32, t).detach() for t in _in_float32(tasks)) / len(tasks))
     frozen = _FrozenGradientState(learner.rule) if rule["name"].startswith("alfa") else None
     if frozen is not None:
         frozen.mode = "record"
-    grads, _ = estimator.meta_grad(tasks)
-    params = list(estimator.trainable().values())
+    grads, _ = _estimate(learner, tasks)
+    params = list(_trainable(learner).values())
     analytic = _flat(grads)
     point = torch.cat([p.detach().reshape(-1) for p in params])
     # Rounding of one float64 loss evaluation (the loss is ~1.5), sized by the float32 twin's error.
-    loss_error = _loss_error(_loss_at(estimator, tasks, params, torch.zeros_like(analytic), frozen), loss32)
+    loss_error = _loss_error(_loss_at(learner, tasks, params, torch.zeros_like(analytic), frozen), loss32)
     # Central differences in float64 trade truncation h^2 |f'''| / 6 against rounding loss_error / h.
     # |f'''| reaches ~2e3 along single meta-SGD rates (D(2h) - D(h) measures it), so the best step,
     # (3 loss_error / |f'''|)^(1/3), is ~1e-6: below the eps^(1/3) ~ 6e-6 that suits |f'''| ~ |f|.
     step = 1e-6
 
     def central_difference(direction: torch.Tensor, h: float) -> float:
-        plus = _loss_at(estimator, tasks, params, h * direction, frozen)
-        minus = _loss_at(estimator, tasks, params, -h * direction, frozen)
+        plus = _loss_at(learner, tasks, params, h * direction, frozen)
+        minus = _loss_at(learner, tasks, params, -h * direction, frozen)
         return (plus - minus) / (2 * h)
 
     def assert_matches(direction: torch.Tensor) -> None:
@@ -152,8 +171,8 @@ def test_second_order_meta_gradient_matches_finite_differences(rule, head_init):
 def test_second_order_differs_from_first_order():
     learner = _learner({"name": "sgd", "lr": 0.3})
     tasks = [_tiny_task(0)]
-    second, _ = MAMLGradient(learner, 3, second_order=True).meta_grad(tasks)
-    first, _ = MAMLGradient(learner, 3, second_order=False).meta_grad(tasks)
+    second, _ = _estimate(learner, tasks, second_order=True)
+    first, _ = _estimate(learner, tasks, second_order=False)
     # The second-order terms move the largest entry by about its own size (0.69 against 0.58) while float64
     # rounding is ~1e-15 of it: rtol 1e-3 can only be met if those terms were dropped.
     assert not torch.allclose(_flat(second), _flat(first), rtol=1e-3)
@@ -162,7 +181,7 @@ def test_second_order_differs_from_first_order():
 def test_first_order_meta_gradient_is_query_gradient_at_adapted_weights():
     learner = _learner({"name": "sgd", "lr": 0.3})
     task = _tiny_task(2)
-    grads, _ = MAMLGradient(learner, inner_steps=3, second_order=False).meta_grad([task])
+    grads, _ = _estimate(learner, [task], second_order=False)
     adapted = inner_loop(
         learner, learner.initial_params(), task.support_x, task.support_y, 3, create_graph=False, differentiable=False
     ).params
@@ -212,16 +231,13 @@ def test_prototype_head_initial_logits_rank_by_distance():
     ],
 )
 def test_batched_meta_gradient_equals_per_task_loop(rule, head_init, second_order):
-    from core.meta.batched import BatchedMAMLGradient
-
     learner = _learner(rule, head_init)
     learner32 = copy.deepcopy(learner).float()
     tasks = [_tiny_task(s) for s in range(3)]
-    loop, loop_diag = MAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks)
-    batched, batched_diag = BatchedMAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks)
-    loop32, loop32_diag = MAMLGradient(learner32, 3, second_order=second_order).meta_grad(_in_float32(tasks))
-    batched32, batched32_diag = BatchedMAMLGradient(learner32, 3, second_order=second_order).meta_grad(
-        _in_float32(tasks))
+    loop, loop_diag = _estimate(learner, tasks, second_order)
+    batched, batched_diag = _estimate(learner, tasks, second_order, "vmap")
+    loop32, loop32_diag = _estimate(learner32, _in_float32(tasks), second_order)
+    batched32, batched32_diag = _estimate(learner32, _in_float32(tasks), second_order, "vmap")
     assert loop.keys() == batched.keys()
     # The loop and vmap run different kernels, so even in float64 they agree only up to rounding: each is
     # off the exact gradient by at most its float32-sized bound (tests/tolerances.py); the two errors add.
@@ -250,20 +266,16 @@ def test_batched_meta_gradient_equals_per_task_loop(rule, head_init, second_orde
     ],
 )
 def test_recomputed_inner_loop_gives_the_same_meta_gradient(rule, head_init, second_order, multi_step):
-    from core.meta.maml import multi_step_weights
-    from core.meta.recompute import RecomputingMAMLGradient
-
     learner = _learner(rule, head_init)
     learner32 = copy.deepcopy(learner).float()
     tasks = [_tiny_task(s) for s in range(2)]
     tasks32 = _in_float32(tasks)
-    weights32 = multi_step_weights(3, 0.3) if multi_step else None
-    weights = weights32.double() if multi_step else None
-    kept, kept_diag = MAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks, weights)
-    redone, redone_diag = RecomputingMAMLGradient(learner, 3, second_order=second_order).meta_grad(tasks, weights)
-    kept32, kept32_diag = MAMLGradient(learner32, 3, second_order=second_order).meta_grad(tasks32, weights32)
-    redone32, redone32_diag = RecomputingMAMLGradient(learner32, 3, second_order=second_order).meta_grad(
-        tasks32, weights32)
+    objective32 = QueryObjective.multi_step(3, 0.3) if multi_step else LAST_STEP
+    objective = QueryObjective(objective32.step_weights.double()) if multi_step else LAST_STEP
+    kept, kept_diag = _estimate(learner, tasks, second_order, objective=objective)
+    redone, redone_diag = _estimate(learner, tasks, second_order, "recompute", objective)
+    kept32, kept32_diag = _estimate(learner32, tasks32, second_order, objective=objective32)
+    redone32, redone32_diag = _estimate(learner32, tasks32, second_order, "recompute", objective32)
     assert kept.keys() == redone.keys()
     assert _flat(kept).abs().max() > 0
     # Recomputing replays the forward operations but accumulates the meta-gradient in another order (here
