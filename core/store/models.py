@@ -77,7 +77,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Image(Base):
+class ImageRow(Base):
     """An image file, stored once however many episodes use it."""
 
     __tablename__ = "images"
@@ -94,7 +94,7 @@ class Image(Base):
     preview: Mapped[bytes | None] = mapped_column(ImageBytes, deferred=True)
 
 
-class Checkpoint(Base):
+class CheckpointRow(Base):
     """A checkpoint file that some run used, identified by the hash of its contents."""
 
     __tablename__ = "checkpoints"
@@ -111,7 +111,7 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Run(Base):
+class RunRow(Base):
     """One episode adapted by one or more rules with one checkpoint."""
 
     __tablename__ = "runs"
@@ -143,25 +143,25 @@ class Run(Base):
     name: Mapped[str | None] = mapped_column(String(100))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
-    checkpoint: Mapped[Checkpoint | None] = relationship(lazy="raise")
+    checkpoint: Mapped[CheckpointRow | None] = relationship(lazy="raise")
     # passive_deletes: the database's ON DELETE CASCADE removes children; the ORM need not load them first.
-    items: Mapped[list[EpisodeItem]] = relationship(
+    items: Mapped[list[EpisodeItemRow]] = relationship(
         back_populates="run",
         cascade="all, delete-orphan",
         passive_deletes=True,
-        order_by="[EpisodeItem.role.desc(), EpisodeItem.position]",  # "support" > "query": support first
+        order_by="[EpisodeItemRow.role.desc(), EpisodeItemRow.position]",  # "support" > "query": support first
         lazy="raise",
     )
-    adaptations: Mapped[list[Adaptation]] = relationship(
+    adaptations: Mapped[list[AdaptationRow]] = relationship(
         back_populates="run",
         cascade="all, delete-orphan",
         passive_deletes=True,
-        order_by="Adaptation.position",
+        order_by="AdaptationRow.position",
         lazy="raise",
     )
 
 
-class EpisodeItem(Base):
+class EpisodeItemRow(Base):
     """One support or query image of a run's episode."""
 
     __tablename__ = "episode_items"
@@ -175,11 +175,11 @@ class EpisodeItem(Base):
     image_sha256: Mapped[str] = mapped_column(ForeignKey("images.sha256"), index=True)
     source_name: Mapped[str] = mapped_column(Text)
 
-    run: Mapped[Run] = relationship(back_populates="items", lazy="raise")
-    image: Mapped[Image] = relationship(lazy="raise")
+    run: Mapped[RunRow] = relationship(back_populates="items", lazy="raise")
+    image: Mapped[ImageRow] = relationship(lazy="raise")
 
 
-class Adaptation(Base):
+class AdaptationRow(Base):
     """One rule adapted on a run's episode."""
 
     __tablename__ = "adaptations"
@@ -196,25 +196,25 @@ class Adaptation(Base):
     query_loss: Mapped[float | None] = mapped_column(Double)
     seconds: Mapped[float] = mapped_column(Double)
 
-    run: Mapped[Run] = relationship(back_populates="adaptations", lazy="raise")
-    traces: Mapped[list[StepTrace]] = relationship(
+    run: Mapped[RunRow] = relationship(back_populates="adaptations", lazy="raise")
+    traces: Mapped[list[StepTraceRow]] = relationship(
         back_populates="adaptation",
         cascade="all, delete-orphan",
         passive_deletes=True,
         # Within a step, ids keep the layer order of the saved dict (rows are inserted in that order).
-        order_by="[StepTrace.step, StepTrace.id]",
+        order_by="[StepTraceRow.step, StepTraceRow.id]",
         lazy="raise",
     )
-    predictions: Mapped[list[Prediction]] = relationship(
+    predictions: Mapped[list[PredictionRow]] = relationship(
         back_populates="adaptation",
         cascade="all, delete-orphan",
         passive_deletes=True,
-        order_by="Prediction.query_position",
+        order_by="PredictionRow.query_position",
         lazy="raise",
     )
 
 
-class StepTrace(Base):
+class StepTraceRow(Base):
     """Per step: one row per tensor (alpha, beta) and one step-level row (layer "") with support loss/accuracy."""
 
     __tablename__ = "step_traces"
@@ -229,10 +229,10 @@ class StepTrace(Base):
     support_loss: Mapped[float | None] = mapped_column(Double)
     support_accuracy: Mapped[float | None] = mapped_column(Double)
 
-    adaptation: Mapped[Adaptation] = relationship(back_populates="traces", lazy="raise")
+    adaptation: Mapped[AdaptationRow] = relationship(back_populates="traces", lazy="raise")
 
 
-class Prediction(Base):
+class PredictionRow(Base):
     """The prediction of one adaptation for one query item."""
 
     __tablename__ = "predictions"
@@ -248,10 +248,10 @@ class Prediction(Base):
     # still be recorded.
     confidence: Mapped[float | None] = mapped_column(Double)
 
-    adaptation: Mapped[Adaptation] = relationship(back_populates="predictions", lazy="raise")
+    adaptation: Mapped[AdaptationRow] = relationship(back_populates="predictions", lazy="raise")
 
 
-class Job(Base):
+class JobRow(Base):
     """A unit of background work and its progress (revision 0002)."""
 
     __tablename__ = "jobs"

@@ -22,19 +22,18 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, defer, joinedload, se
 from core.settings import database_url
 from core.store.database import create_store_engine, upgrade
 from core.store.export import predictions_csv, runs_csv, runs_json
+from core.store.jobs import JobTable
 from core.store.models import (
-    Adaptation,
-    Checkpoint,
-    EpisodeItem,
-    Image,
-    Job,
-    Prediction,
-    Run,
-    StepTrace,
+    AdaptationRow,
+    CheckpointRow,
+    EpisodeItemRow,
+    ImageRow,
+    PredictionRow,
+    RunRow,
+    StepTraceRow,
     utcnow,
 )
 from core.store.records import (
-    JOB_STATUSES,
     MAX_NAME_LENGTH,
     MAX_NOTE_LENGTH,
     MAX_TAG_LENGTH,
@@ -47,13 +46,11 @@ from core.store.records import (
     AdaptationInput,
     CheckpointInfo,
     CheckpointInput,
+    EpisodeItem,
     ImageInput,
     RunDetail,
     RunInput,
     RunSummary,
-)
-from core.store.records import (
-    EpisodeItem as EpisodeItemRecord,
 )
 
 # Kept well under SQLite's limit on bound parameters per statement.
@@ -72,40 +69,41 @@ KEEP = _Keep.KEEP
 
 # Filter widgets' columns; "tag" is special: its values are the union of every run's tags.
 _DISTINCT_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
-    "source": Run.source,
-    "dataset": Run.dataset,
-    "split": Run.split,
-    "checkpoint_name": Run.checkpoint_name,
-    "status": Run.status,
-    "device": Run.device,
-    "n_way": Run.n_way,
-    "k_shot": Run.k_shot,
-    "rule": Adaptation.rule,
-    "rule_label": Adaptation.rule_label,
-    "head_init": Adaptation.head_init,
-    "tag": Run.tags,
+    "source": RunRow.source,
+    "dataset": RunRow.dataset,
+    "split": RunRow.split,
+    "checkpoint_name": RunRow.checkpoint_name,
+    "status": RunRow.status,
+    "device": RunRow.device,
+    "n_way": RunRow.n_way,
+    "k_shot": RunRow.k_shot,
+    "rule": AdaptationRow.rule,
+    "rule_label": AdaptationRow.rule_label,
+    "head_init": AdaptationRow.head_init,
+    "tag": RunRow.tags,
 }
 
 _DETAIL_OPTIONS = (
-    joinedload(Run.checkpoint),
-    selectinload(Run.items).joinedload(EpisodeItem.image),  # Image.data is deferred: no bytes loaded
-    selectinload(Run.adaptations).selectinload(Adaptation.traces),
-    selectinload(Run.adaptations).selectinload(Adaptation.predictions),
+    joinedload(RunRow.checkpoint),
+    selectinload(RunRow.items).joinedload(EpisodeItemRow.image),  # Image.data is deferred: no bytes loaded
+    selectinload(RunRow.adaptations).selectinload(AdaptationRow.traces),
+    selectinload(RunRow.adaptations).selectinload(AdaptationRow.predictions),
 )
 # A history line needs neither the run's config nor its class names (both can be long).
 _SUMMARY_OPTIONS = (
-    defer(Run.config, raiseload=True),
-    defer(Run.class_names, raiseload=True),
-    selectinload(Run.adaptations),
+    defer(RunRow.config, raiseload=True),
+    defer(RunRow.class_names, raiseload=True),
+    selectinload(RunRow.adaptations),
 )
 
 
 class Store:
-    """Saves runs (atomically) and reads, filters, exports and deletes them; also tracks background jobs.
+    """Saves runs (atomically) and reads, filters, exports and deletes them.
 
-    ``Store(url)`` connects to ``url`` (default: the ``FEWSHOT_DATABASE_URL`` setting) and, with ``migrate=True``, brings
-    the schema to the latest Alembic revision: an empty database is created, an older one upgraded. The
-    store is safe to share between threads; every method runs in its own session and transaction.
+    ``Store(url)`` connects to ``url`` (default: the ``FEWSHOT_DATABASE_URL`` setting) and, with
+    ``migrate=True``, brings the schema to the latest Alembic revision: an empty database is created, an older
+    one upgraded. The store is safe to share between threads; every method runs in its own session and
+    transaction. Background jobs are in ``store.jobs`` (:class:`core.store.jobs.JobTable`).
     """
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
@@ -119,6 +117,7 @@ class Store:
             self.engine.dispose()
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.jobs = JobTable(self._sessions)
 
     def close(self) -> None:
         """Close the pooled connections (an in-memory database is gone afterwards)."""
@@ -180,10 +179,10 @@ class Store:
 
     def _add_run(
         self, session: Session, run: RunInput, *, status: str, error: str | None, total_seconds: float | None
-    ) -> Run:
+    ) -> RunRow:
         hashes = [hashlib.sha256(item.image.data).hexdigest() for item in run.items]
         _insert_missing_images(session, zip(hashes, (item.image for item in run.items)))
-        run_row = Run(
+        run_row = RunRow(
             created_at=utcnow(),
             source=run.source,
             dataset=run.dataset,
@@ -202,7 +201,7 @@ class Store:
             class_names=list(run.class_names),
             config=run.config,
             items=[
-                EpisodeItem(
+                EpisodeItemRow(
                     role=item.role,
                     position=item.position,
                     label=item.label,
@@ -216,10 +215,10 @@ class Store:
         return run_row
 
     def _add_adaptations(
-        self, session: Session, run_row: Run, adaptations: list[AdaptationInput], query_positions: list[int]
+        self, session: Session, run_row: RunRow, adaptations: list[AdaptationInput], query_positions: list[int]
     ) -> None:
         run_row.adaptations = [
-            Adaptation(
+            AdaptationRow(
                 position=position,
                 rule=adaptation.rule,
                 rule_label=adaptation.rule_label,
@@ -259,7 +258,7 @@ class Store:
         if note is not KEEP:
             changes["note"] = _clean_note(note)
         with self._sessions.begin() as session:
-            run_row = session.get(Run, run_id, options=_SUMMARY_OPTIONS)
+            run_row = session.get(RunRow, run_id, options=_SUMMARY_OPTIONS)
             if run_row is None:
                 raise KeyError(f"no run with id {run_id} in the store")
             for attribute, value in changes.items():
@@ -282,7 +281,7 @@ class Store:
         found: dict[int, RunDetail] = {}
         with self._sessions() as session:
             for chunk in _chunks(list(dict.fromkeys(ids))):
-                for run_row in session.scalars(select(Run).where(Run.id.in_(chunk)).options(*_DETAIL_OPTIONS)):
+                for run_row in session.scalars(select(RunRow).where(RunRow.id.in_(chunk)).options(*_DETAIL_OPTIONS)):
                     found[run_row.id] = _detail(run_row)
         missing = [run_id for run_id in ids if run_id not in found]
         if missing:
@@ -304,7 +303,8 @@ class Store:
         found: dict[str, tuple[bytes, str]] = {}
         with self._sessions() as session:
             for chunk in _chunks(list(dict.fromkeys(sha256s))):
-                for row in session.execute(select(Image.sha256, Image.data, Image.mime).where(Image.sha256.in_(chunk))):
+                query = select(ImageRow.sha256, ImageRow.data, ImageRow.mime).where(ImageRow.sha256.in_(chunk))
+                for row in session.execute(query):
                     found[row.sha256] = (row.data, row.mime)
         return found
 
@@ -316,7 +316,7 @@ class Store:
         found: dict[str, bytes | None] = {}
         with self._sessions() as session:
             for chunk in _chunks(list(dict.fromkeys(sha256s))):
-                for row in session.execute(select(Image.sha256, Image.preview).where(Image.sha256.in_(chunk))):
+                for row in session.execute(select(ImageRow.sha256, ImageRow.preview).where(ImageRow.sha256.in_(chunk))):
                     found[row.sha256] = row.preview
         return found
 
@@ -347,31 +347,32 @@ class Store:
         """
         conditions: list[ColumnElement[bool]] = []
         if since is not None:
-            conditions.append(Run.created_at >= since)
+            conditions.append(RunRow.created_at >= since)
         if until is not None:
-            conditions.append(Run.created_at <= until)
+            conditions.append(RunRow.created_at <= until)
         for column, value in (
-            (Run.source, source),
-            (Run.dataset, dataset),
-            (Run.n_way, n_way),
-            (Run.k_shot, k_shot),
-            (Run.checkpoint_name, checkpoint_name),
-            (Run.status, status),
+            (RunRow.source, source),
+            (RunRow.dataset, dataset),
+            (RunRow.n_way, n_way),
+            (RunRow.k_shot, k_shot),
+            (RunRow.checkpoint_name, checkpoint_name),
+            (RunRow.status, status),
         ):
             if value is not None:
                 conditions.append(_matches(column, value))
         adaptation_conditions: list[ColumnElement[bool]] = []
         if rule is not None:
-            adaptation_conditions.append(_matches(Adaptation.rule, rule))
+            adaptation_conditions.append(_matches(AdaptationRow.rule, rule))
         if min_accuracy is not None:
-            adaptation_conditions.append(Adaptation.accuracy >= min_accuracy)
+            adaptation_conditions.append(AdaptationRow.accuracy >= min_accuracy)
         if adaptation_conditions:
-            conditions.append(Run.adaptations.any(and_(*adaptation_conditions)))
+            conditions.append(RunRow.adaptations.any(and_(*adaptation_conditions)))
         if tag is not None:
             conditions.append(_has_any_tag([tag] if isinstance(tag, str) else list(tag)))
         if name_contains:
-            conditions.append(Run.name.icontains(name_contains, autoescape=True))
-        query = select(Run).where(*conditions).order_by(Run.created_at.desc(), Run.id.desc()).options(*_SUMMARY_OPTIONS)
+            conditions.append(RunRow.name.icontains(name_contains, autoescape=True))
+        newest_first = (RunRow.created_at.desc(), RunRow.id.desc())
+        query = select(RunRow).where(*conditions).order_by(*newest_first).options(*_SUMMARY_OPTIONS)
         if limit is not None:
             query = query.limit(limit)
         with self._sessions() as session:
@@ -389,7 +390,7 @@ class Store:
         with self._sessions() as session:
             if column_name == "tag":
                 # Tags live in one JSON list per run: the distinct lists, then their union.
-                lists = session.scalars(select(Run.tags).distinct())
+                lists = session.scalars(select(RunRow.tags).distinct())
                 return sorted({tag for tags in lists for tag in tags or []})
             return list(session.scalars(select(column).distinct().where(column.is_not(None)).order_by(column)))
 
@@ -405,16 +406,17 @@ class Store:
         with self._sessions.begin() as session:
             images: set[str] = set()
             for chunk in _chunks(ids):
-                images.update(session.scalars(select(EpisodeItem.image_sha256).where(EpisodeItem.run_id.in_(chunk))))
+                used = select(EpisodeItemRow.image_sha256).where(EpisodeItemRow.run_id.in_(chunk))
+                images.update(session.scalars(used))
                 # Children go through the database's ON DELETE CASCADE, without loading them.
                 result = session.execute(
-                    delete(Run).where(Run.id.in_(chunk)), execution_options={"synchronize_session": False}
+                    delete(RunRow).where(RunRow.id.in_(chunk)), execution_options={"synchronize_session": False}
                 )
                 deleted += result.rowcount
-            still_used = select(EpisodeItem.id).where(EpisodeItem.image_sha256 == Image.sha256).exists()
+            still_used = select(EpisodeItemRow.id).where(EpisodeItemRow.image_sha256 == ImageRow.sha256).exists()
             for chunk in _chunks(sorted(images)):
                 session.execute(
-                    delete(Image).where(Image.sha256.in_(chunk), ~still_used),
+                    delete(ImageRow).where(ImageRow.sha256.in_(chunk), ~still_used),
                     execution_options={"synchronize_session": False},
                 )
         return deleted
@@ -434,50 +436,6 @@ class Store:
     def export_predictions_csv(self, ids: Iterable[int]) -> bytes:
         """One CSV row per prediction of the given runs, columns ``PREDICTION_CSV_COLUMNS``."""
         return predictions_csv(self.get_runs(ids))
-
-    # -------------------------------------------------------------------------------------------- jobs
-
-    def create_job(self, kind: str, payload: dict[str, Any] | None = None) -> int:
-        """A new job in status ``queued`` with progress 0; returns its id."""
-        with self._sessions.begin() as session:
-            job = Job(kind=kind, status="queued", progress=0.0, payload=payload or {}, result=None)
-            session.add(job)
-            session.flush()
-            return job.id
-
-    def update_job(
-        self,
-        job_id: int,
-        *,
-        status: str | None = None,
-        progress: float | None = None,
-        message: str | None = None,
-        result: Any = None,
-        error: str | None = None,
-    ) -> None:
-        """Change the given fields of a job (None leaves a field as it is); ``updated_at`` moves on."""
-        if status is not None and status not in JOB_STATUSES:
-            raise ValueError(f"unknown job status {status!r}; choose from {', '.join(JOB_STATUSES)}")
-        if progress is not None and not 0.0 <= progress <= 1.0:
-            raise ValueError(f"job progress must be between 0 and 1, got {progress}")
-        with self._sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise KeyError(f"no job with id {job_id} in the store")
-            changes = {"status": status, "progress": progress, "message": message, "result": result, "error": error}
-            for name, value in changes.items():
-                if value is not None:
-                    setattr(job, name, value)
-            # Set explicitly: onupdate only fires when some column changed, and a heartbeat counts too.
-            job.updated_at = utcnow()
-
-    def get_job(self, job_id: int) -> dict[str, Any]:
-        """The job's columns as a dict (``KeyError`` if absent)."""
-        with self._sessions() as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise KeyError(f"no job with id {job_id} in the store")
-            return {column.key: getattr(job, column.key) for column in Job.__mapper__.column_attrs}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -572,15 +530,16 @@ def _clean_tags(tags: Iterable[str]) -> list[str]:
 def _has_any_tag(tags: list[str]) -> ColumnElement[bool]:
     # Tags are plain ASCII words (_clean_tags), so a run has a tag exactly when its JSON list's text contains the
     # tag in quotes, on every database; LIKE wildcards in the tag are escaped.
-    text = cast(Run.tags, String)
+    text = cast(RunRow.tags, String)
     return or_(*(text.contains(f'"{tag}"', autoescape=True) for tag in tags)) if tags else or_(False)
 
 
-def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> Checkpoint:
+def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> CheckpointRow:
     """The row of this checkpoint file, created or refreshed with the latest name, path and metadata."""
-    row = session.scalars(select(Checkpoint).where(Checkpoint.file_sha256 == checkpoint.file_sha256)).one_or_none()
+    same_file = CheckpointRow.file_sha256 == checkpoint.file_sha256
+    row = session.scalars(select(CheckpointRow).where(same_file)).one_or_none()
     if row is None:
-        row = Checkpoint(file_sha256=checkpoint.file_sha256, created_at=utcnow())
+        row = CheckpointRow(file_sha256=checkpoint.file_sha256, created_at=utcnow())
         session.add(row)
     row.name = checkpoint.name
     row.path = checkpoint.path
@@ -615,7 +574,7 @@ def _insert_missing_images(session: Session, images: Iterable[tuple[str, ImageIn
     _insert_images(session, rows)
     previews = [{"key": sha256, "new_preview": row["preview"]} for sha256, row in rows.items() if row["preview"]]
     if previews:
-        images_table = Image.__table__
+        images_table = ImageRow.__table__
         session.execute(
             update(images_table)
             .where(images_table.c.sha256 == bindparam("key"), images_table.c.preview.is_(None))
@@ -628,38 +587,38 @@ def _insert_images(session: Session, rows: dict[str, dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
     # ON CONFLICT DO NOTHING where available: another process may store the same image at the same moment.
     if dialect == "sqlite":
-        session.execute(sqlite.insert(Image).on_conflict_do_nothing(index_elements=["sha256"]), list(rows.values()))
+        session.execute(sqlite.insert(ImageRow).on_conflict_do_nothing(index_elements=["sha256"]), list(rows.values()))
     elif dialect == "postgresql":
         session.execute(
-            postgresql.insert(Image).on_conflict_do_nothing(index_elements=["sha256"]), list(rows.values())
+            postgresql.insert(ImageRow).on_conflict_do_nothing(index_elements=["sha256"]), list(rows.values())
         )
     else:
         existing: set[str] = set()
         for chunk in _chunks(list(rows)):
-            existing.update(session.scalars(select(Image.sha256).where(Image.sha256.in_(chunk))))
+            existing.update(session.scalars(select(ImageRow.sha256).where(ImageRow.sha256.in_(chunk))))
         missing = [row for sha256, row in rows.items() if sha256 not in existing]
         if missing:
-            session.execute(insert(Image), missing)
+            session.execute(insert(ImageRow), missing)
 
 
-def _trace_rows(adaptation: AdaptationInput) -> list[StepTrace]:
+def _trace_rows(adaptation: AdaptationInput) -> list[StepTraceRow]:
     # Rows are inserted in dict order and read back ordered by (step, id): the layer order survives.
     rows = [
-        StepTrace(step=step, layer=layer, alpha=values["alpha"], beta=values["beta"])
+        StepTraceRow(step=step, layer=layer, alpha=values["alpha"], beta=values["beta"])
         for step, layers in enumerate(adaptation.traces)
         for layer, values in layers.items()
     ]
     rows += [
-        StepTrace(step=step, layer=STEP_LEVEL_LAYER, support_loss=loss, support_accuracy=accuracy)
+        StepTraceRow(step=step, layer=STEP_LEVEL_LAYER, support_loss=loss, support_accuracy=accuracy)
         for step, (loss, accuracy) in enumerate(zip(adaptation.support_loss, adaptation.support_accuracy))
     ]
     return rows
 
 
-def _prediction_rows(adaptation: AdaptationInput, query_positions: list[int]) -> list[Prediction]:
+def _prediction_rows(adaptation: AdaptationInput, query_positions: list[int]) -> list[PredictionRow]:
     truths = adaptation.truths if adaptation.truths is not None else [None] * len(adaptation.predictions)
     return [
-        Prediction(
+        PredictionRow(
             query_position=position,
             predicted=predicted,
             truth=truth,
@@ -688,7 +647,7 @@ def _nan_if_none(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _summary_fields(run_row: Run) -> dict[str, Any]:
+def _summary_fields(run_row: RunRow) -> dict[str, Any]:
     return {
         "id": run_row.id,
         "created_at": run_row.created_at,
@@ -712,7 +671,7 @@ def _summary_fields(run_row: Run) -> dict[str, Any]:
     }
 
 
-def _detail(run_row: Run) -> RunDetail:
+def _detail(run_row: RunRow) -> RunDetail:
     checkpoint = run_row.checkpoint
     return RunDetail(
         **_summary_fields(run_row),
@@ -733,7 +692,7 @@ def _detail(run_row: Run) -> RunDetail:
             created_at=checkpoint.created_at,
         ),
         items=[
-            EpisodeItemRecord(
+            EpisodeItem(
                 role=item.role,
                 position=item.position,
                 label=item.label,
@@ -747,7 +706,7 @@ def _detail(run_row: Run) -> RunDetail:
     )
 
 
-def _adaptation_detail(adaptation: Adaptation) -> AdaptationDetail:
+def _adaptation_detail(adaptation: AdaptationRow) -> AdaptationDetail:
     traces: list[dict[str, dict[str, float]]] = [{} for _ in range(adaptation.steps)]
     support_loss: list[float] = []
     support_accuracy: list[float] = []

@@ -16,26 +16,26 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def test_jobs_record_progress(store: Store) -> None:
-    job_id = store.create_job("rerun", {"run_ids": [1, 2]})
-    job = store.get_job(job_id)
+    job_id = store.jobs.create("rerun", {"run_ids": [1, 2]})
+    job = store.jobs.get(job_id)
     assert (job["kind"], job["status"], job["progress"], job["payload"], job["result"]) == (
         "rerun", "queued", 0.0, {"run_ids": [1, 2]}, None
     )
-    store.update_job(job_id, status="running", progress=0.5, message="1 of 2")
-    store.update_job(job_id, status="succeeded", progress=1.0, result={"new_run_ids": [3, 4]})
-    job = store.get_job(job_id)
+    store.jobs.update(job_id, status="running", progress=0.5, message="1 of 2")
+    store.jobs.update(job_id, status="succeeded", progress=1.0, result={"new_run_ids": [3, 4]})
+    job = store.jobs.get(job_id)
     assert (job["status"], job["progress"], job["message"], job["result"], job["error"]) == (
         "succeeded", 1.0, "1 of 2", {"new_run_ids": [3, 4]}, None
     )
     assert job["updated_at"] >= job["created_at"] and job["created_at"].tzinfo is not None
     with pytest.raises(ValueError, match="between 0 and 1"):
-        store.update_job(job_id, progress=1.5)
+        store.jobs.update(job_id, progress=1.5)
     with pytest.raises(ValueError, match="unknown job status"):
-        store.update_job(job_id, status="done")
+        store.jobs.update(job_id, status="done")
     with pytest.raises(KeyError, match="no job with id 99"):
-        store.update_job(99, message="?")
+        store.jobs.update(99, message="?")
     with pytest.raises(KeyError, match="no job with id 99"):
-        store.get_job(99)
+        store.jobs.get(99)
 
 
 def test_default_url_is_the_environment_or_the_repo_data_folder(
@@ -67,3 +67,15 @@ def test_importing_the_store_pulls_in_no_heavy_or_core_modules() -> None:
 def test_the_public_api_is_exported() -> None:
     for name in core.store.__all__:
         assert getattr(core.store, name) is not None
+
+
+def test_table_classes_are_named_apart_from_the_records_they_store() -> None:
+    """ORM classes end in ``Row``: ``StepTraceRow`` is a table, ``core.rules.StepTrace`` a rule's trace."""
+    from core.store import models, records
+
+    tables = {mapper.class_.__name__ for mapper in models.Base.registry.mappers}
+    assert tables == {
+        "ImageRow", "CheckpointRow", "RunRow", "EpisodeItemRow", "AdaptationRow", "StepTraceRow", "PredictionRow",
+        "JobRow",
+    }
+    assert not tables & set(vars(records))

@@ -94,7 +94,7 @@ def test_an_older_database_is_upgraded_with_its_data(db_url: str) -> None:
         # What 0002 added works on the upgraded database.
         store.update_run(7, note="kept from before")
         assert store.get_run(7).note == "kept from before"
-        assert store.get_job(store.create_job("rerun", {"run_id": 7}))["payload"] == {"run_id": 7}
+        assert store.jobs.get(store.jobs.create("rerun", {"run_id": 7}))["payload"] == {"run_id": 7}
         new_id = store.save_run(run_input(), [adaptation()], total_seconds=None)
         assert new_id > 7
 

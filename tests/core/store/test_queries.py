@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from core.store import PREDICTION_CSV_COLUMNS, TRACE_CSV_COLUMNS, Store, run_detail_to_dict
-from core.store.models import Run
+from core.store.models import RunRow
 
 from .builders import LAYERS, adaptation, run_input
 from .helpers import row_counts
@@ -41,7 +41,7 @@ def runs(store: Store) -> dict[str, int]:
     }
     with store.engine.begin() as connection:
         for day, run_id in enumerate(ids.values()):
-            connection.execute(update(Run).where(Run.id == run_id).values(created_at=T0 + timedelta(days=day)))
+            connection.execute(update(RunRow).where(RunRow.id == run_id).values(created_at=T0 + timedelta(days=day)))
     return ids
 
 
