@@ -18,7 +18,7 @@ from core.data.task import Task
 from core.evaluate import EvaluationResult, evaluate_classification, evaluate_regression
 from core.learner import Learner
 
-__all__ = ["EpisodeSource", "SineSource", "TaskSource", "task_kind", "task_source"]
+__all__ = ["EpisodeSource", "SineSource", "TaskSource", "task_source"]
 
 # Query points per held-out sine task: the curve is scored densely, as in MAML section 5.1.
 SINE_VALIDATION_QUERIES = 100
@@ -68,11 +68,6 @@ class SineSource:
         return evaluate_regression(
             learner, self.family, self.k_shot, SINE_VALIDATION_QUERIES, episodes, steps, seed=seed, progress=False
         )
-
-
-def task_kind(config: TrainConfig) -> str:
-    """The objective a config trains (``core.objectives``): regression for the sine family, else classification."""
-    return "regression" if config.data.kind == "sine" else "classification"
 
 
 def task_source(config: TrainConfig, role: str) -> TaskSource | None:

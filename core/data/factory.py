@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.config import TrainConfig
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet
 from core.data.images import ImageSpec
 from core.data.omniglot import OmniglotImageSet, default_omniglot_root, ensure_omniglot
 from core.data.sampler import LabelledImageSet
+
+if TYPE_CHECKING:  # the data layer reads a config but does not depend on the config module (which checks registries)
+    from core.config import TrainConfig
 
 __all__ = ["build_image_set", "image_spec"]
 
