@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from core.layer_names import LayerLabel, label_layers
 from core.rule_spread import LayerSpread, RuleSpread
+from core.rules import rule_colour as registered_rule_colour
 from core.store import AdaptationDetail
 
 _MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}
@@ -51,15 +52,8 @@ QUANTITIES = {
     "beta": Quantity("beta", "β", "β: weight multiplier", 1.0, "β = 1: weights kept", "BrBG"),
 }
 
-# One colour per rule, the same in every chart (SGD stays grey: it is the baseline).
-_RULE_COLOURS = {
-    "sgd": "#7f7f7f",
-    "per_step": "#2ca02c",
-    "meta_sgd": "#9467bd",
-    "alfa": "#d62728",
-    "alfa_random": "#1f77b4",
-}
-_SPARE_COLOURS = ("#ff7f0e", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# Names no rule is registered under (a run stored by older code) still get a stable colour of their own.
+_SPARE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
 def _clean(values: Sequence[float | None]) -> list[float | None]:
@@ -68,10 +62,8 @@ def _clean(values: Sequence[float | None]) -> list[float | None]:
 
 
 def rule_colour(rule: str) -> str:
-    """The colour of ``rule`` in every chart."""
-    if rule in _RULE_COLOURS:
-        return _RULE_COLOURS[rule]
-    return _SPARE_COLOURS[sum(map(ord, rule)) % len(_SPARE_COLOURS)]
+    """The colour of ``rule`` in every chart: the one its registration declares (``core.rules``)."""
+    return registered_rule_colour(rule) or _SPARE_COLOURS[sum(map(ord, rule)) % len(_SPARE_COLOURS)]
 
 
 def _translucent(colour: str, opacity: float) -> str:

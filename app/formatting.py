@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.rules import RULE_LABELS
+from core.rules import rule_label as registered_rule_label
 
 
 def percent(value: float | None) -> str:
@@ -17,4 +17,5 @@ def when(moment: datetime) -> str:
 
 
 def rule_label(rule: str) -> str:
-    return RULE_LABELS.get(rule, rule)
+    """The rule's label from the rule registry (a name no rule is registered under is shown as it is)."""
+    return registered_rule_label(rule)

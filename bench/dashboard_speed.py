@@ -574,12 +574,12 @@ def find_checkpoint(checkpoint_dir: Path) -> tuple[Path, str, list[str]]:
     RULES it supports."""
     from core.checkpoints import find_checkpoints
     from core.model_io import supported_rules
-    from core.rules import RULE_LABELS
+    from core.rules import rule_label
 
     for entry in find_checkpoints([checkpoint_dir]):
         if entry.error is None and entry.metadata.get("image"):
             rules = [r for r in RULES if r in supported_rules(entry.metadata)]
-            return entry.path, entry.name, [RULE_LABELS[r] for r in rules]
+            return entry.path, entry.name, [rule_label(r) for r in rules]
     raise BenchError(f"no usable image-classification checkpoint in {checkpoint_dir}")
 
 

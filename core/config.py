@@ -7,9 +7,11 @@ to a default).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from core.rules import rule_spec
 
 
 class ConfigError(ValueError):
@@ -46,22 +48,53 @@ class ModelConfig:
     head_init: str = "learned"
 
 
-@dataclass
-class RuleConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    steps: int | None = None  # defaults to meta.inner_steps
-    weight_decay: float = 5e-4
-    generator_init: str = "default"  # ALFA: "default" (PyTorch init, as the authors' code) or "identity"
+# The one ``[rule]`` table every rule shared before each rule had its own options dataclass, with its defaults.
+# The training configs stored in checkpoints written then (the shipped ones among them) carry all of its keys.
+_SHARED_RULE_DEFAULTS: dict[str, Any] = {"lr": 0.01, "steps": None, "weight_decay": 5e-4, "generator_init": "default"}
 
-    def as_rule_dict(self, inner_steps: int) -> dict[str, Any]:
-        rule: dict[str, Any] = {"name": self.name, "lr": self.lr}
-        if self.name in ("per_step", "alfa", "alfa_random"):
-            rule["steps"] = self.steps or inner_steps
-        if self.name in ("alfa", "alfa_random"):
-            rule["weight_decay"] = self.weight_decay
-            rule["generator_init"] = self.generator_init
-        return rule
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """``[rule]``: a registered rule (``core.rules``) and its own options dataclass (``rule_spec(name).options``)."""
+
+    name: str = "sgd"
+    options: Any = None  # the rule's options dataclass; None: its defaults
+
+    def __post_init__(self) -> None:
+        spec = rule_spec(self.name)
+        if self.options is None:
+            object.__setattr__(self, "options", spec.options())
+        elif not isinstance(self.options, spec.options):
+            raise TypeError(f"rule {self.name!r} takes {spec.options.__name__}, not {type(self.options).__name__}")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any], inner_steps: int) -> RuleConfig:
+        """Parse ``[rule]``: ``name`` picks the rule, the other keys must be its options; a rule with a
+        ``steps`` option takes ``inner_steps`` (``meta.inner_steps``) when the table gives none.
+
+        A table of the old shared layout may hold keys the chosen rule does not use (an ``sgd`` rule with
+        ``weight_decay = 5e-4``): such a key is accepted only at the shared table's default, which it held
+        without meaning anything; any other value is an error, as it would have been ignored.
+        """
+        values = dict(table)
+        try:
+            spec = rule_spec(values.pop("name", "sgd"))
+        except ValueError as error:
+            raise ConfigError(f"rule.name: {error}") from None
+        own = spec.option_names()
+        for key in [key for key in values if key not in own and key in _SHARED_RULE_DEFAULTS]:
+            if values[key] == _SHARED_RULE_DEFAULTS[key]:
+                del values[key]
+        if "steps" in own and values.get("steps") is None:  # absent, or the shared table's "meta.inner_steps"
+            values["steps"] = inner_steps
+        try:
+            return cls(spec.name, spec.parse_options(values))
+        except ValueError as error:
+            raise ConfigError(f"[rule] {error}") from None
+
+    def as_rule_dict(self) -> dict[str, Any]:
+        """The rule's JSON config, as ``core.rules.build_rule`` takes it and checkpoints store it."""
+        return {"name": self.name, **asdict(self.options)}
 
 
 @dataclass
@@ -127,9 +160,7 @@ class TrainConfig:
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
+        return {**asdict(self), "rule": self.rule.as_rule_dict()}
 
 
 _SECTIONS = {
@@ -154,7 +185,8 @@ def _build(cls, values: dict[str, Any], where: str):
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
-    sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items()}
+    sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items() if cls is not RuleConfig}
+    sections["rule"] = RuleConfig.from_table(raw.get("rule", {}), sections["meta"].inner_steps)
     config = _build(TrainConfig, {**top, **sections}, "top level")
     _validate(config)
     return config
@@ -184,9 +216,11 @@ def _validate(config: TrainConfig) -> None:
             raise ConfigError(f"meta.{name} must be at least 1")
     if config.pretrain.epochs < 0 or config.pretrain.batch_size < 1:
         raise ConfigError("pretrain.epochs must be 0 or more and pretrain.batch_size at least 1")
-    if config.pretrain.epochs and (config.data.kind == "sine" or config.rule.name == "alfa_random"):
+    if config.pretrain.epochs and config.data.kind == "sine":
+        raise ConfigError("pretrain.epochs must be 0 for sine regression")
+    if config.pretrain.epochs and rule_spec(config.rule.name).capabilities.reinitialises_backbone:
         raise ConfigError(
-            "pretrain.epochs must be 0 for sine regression and for alfa_random (its backbone stays at a random initialisation)"
+            f"pretrain.epochs must be 0 for rule {config.rule.name} (it re-initialises the backbone and keeps it frozen)"
         )
     if config.meta.batched and config.meta.recompute:
         raise ConfigError("meta.batched and meta.recompute cannot both be on: choose vmap speed or one step's memory")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from core.learner import Learner
-from core.rules import RULE_NAMES
+from core.rules import supported_rules as rules_supported_by
 from models.checkpoint import CheckpointError, file_sha256, load_checkpoint, read_metadata, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -60,16 +60,16 @@ def learner_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, A
 
 
 def supported_rules(metadata: dict[str, Any]) -> list[str]:
-    """Rules a checkpoint can adapt with: the one it was meta-trained with, and plain SGD from its weights."""
-    trained = metadata["rule"]["name"]
-    return [trained] if trained == "sgd" else [trained, "sgd"]
+    """Rules a checkpoint can adapt with: the one it was meta-trained with, then every rule without meta-learned
+    parameters (they start from its backbone weights alone)."""
+    return rules_supported_by(metadata["rule"]["name"])
 
 
 def load_learner(path: str | Path, rule: str | None = None, device: torch.device | str = "cpu") -> tuple[Learner, dict]:
     """Load a checkpoint; ``rule`` picks one of ``supported_rules`` (default: the trained rule).
 
-    Asking for ``sgd`` on a checkpoint trained with another rule keeps its backbone weights and uses the
-    rule's base learning rate with plain gradient descent (the "MAML-style" baseline of the same init).
+    Another rule keeps the checkpoint's backbone weights and starts from the trained rule's base learning rate
+    (``Learner.with_rule``): ``sgd`` is the "MAML-style" baseline of the same initialisation.
     """
     from core.shipping import verify_shipped
 
@@ -78,22 +78,11 @@ def load_learner(path: str | Path, rule: str | None = None, device: torch.device
     learner = learner_from_tensors(tensors, metadata, str(path))
     trained = metadata["rule"]["name"]
     if rule is not None and rule != trained:
-        if rule not in RULE_NAMES:
-            raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULE_NAMES)}")
-        if rule not in supported_rules(metadata):
-            raise ValueError(
-                f"checkpoint {Path(path).name} was meta-trained with rule {trained!r}; it supports "
-                f"{', '.join(supported_rules(metadata))}, not {rule!r}"
-            )
-        sgd = Learner(
-            metadata["backbone"],
-            {"name": "sgd", "lr": float(metadata["rule"].get("lr", 0.01))},
-            head_init=learner.head_init,
-            task_kind=learner.task_kind,
-        )
-        sgd.backbone.load_state_dict(learner.backbone.state_dict())
-        learner = sgd
-        metadata = {**metadata, "rule": sgd.rule.config()}
+        try:
+            learner = learner.with_rule(rule)
+        except ValueError as error:
+            raise ValueError(f"checkpoint {Path(path).name}: {error}") from None
+        metadata = {**metadata, "rule": learner.rule.config()}
     learner.eval()
     for p in learner.parameters():
         p.requires_grad_(False)

@@ -57,7 +57,7 @@ class Trainer:
         self.output = config.output_path()
         meta = config.meta
         self.inner_steps = meta.inner_steps
-        rule = config.rule.as_rule_dict(meta.inner_steps)
+        rule = config.rule.as_rule_dict()
         task_kind = "regression" if config.data.kind == "sine" else "classification"
         backbone = dict(config.model.backbone)
         if task_kind == "classification":

@@ -4,16 +4,19 @@ A rule turns the current fast weights and their support-loss gradients into the 
 (``step``) and says which effective learning rate ``alpha`` and decay factor ``beta`` it applied to each
 tensor, so that ``theta <- beta * theta - alpha * grad`` describes every rule here (ALFA eq. 4).
 Its meta-parameters are ordinary ``nn.Parameter``s of the module, so the outer optimiser and the
-checkpoint code need nothing special.
+checkpoint code need nothing special. Each rule module registers its class with ``core.rules.registry``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from core.rules.registry import RuleSpec
 
 Params = dict[str, torch.Tensor]
 
@@ -45,14 +48,18 @@ class InnerRule(nn.Module):
 
     ``layer_names`` fixes the order of the updated tensors (it is the order of ALFA's generator inputs).
     ``step_index`` past the number of steps the rule was meta-trained for reuses the last step's values.
+    ``options`` is the rule's own options dataclass (``spec.options``); ``spec`` (name, label, capabilities)
+    is set on the class by ``core.rules.registry.register_rule``.
     """
 
-    name: str = "base"
+    spec: ClassVar[RuleSpec]
+    name: ClassVar[str] = "base"
 
-    def __init__(self, layer_names: list[str], shapes: dict[str, torch.Size]) -> None:
+    def __init__(self, layer_names: list[str], shapes: dict[str, torch.Size], options: Any) -> None:
         super().__init__()
         self.layer_names = list(layer_names)
         self.shapes = {name: torch.Size(shapes[name]) for name in self.layer_names}
+        self.options = options
 
     def init_state(self, params: Params) -> dict[str, Any]:
         return {}
@@ -64,8 +71,4 @@ class InnerRule(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """JSON config from which ``build_rule`` rebuilds this rule (without its trained values)."""
-        raise NotImplementedError
-
-    def adapts_per_class_head(self) -> bool:
-        """Whether the rule's state is shaped like the head (per-element rules are tied to the trained class count)."""
-        return False
+        return {"name": self.name, **asdict(self.options)}

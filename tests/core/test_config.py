@@ -2,21 +2,90 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from core.config import ConfigError, config_from_dict, load_config
+from core.model_io import read_metadata
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.toml"))
+
+
+def _rule_dict_before_the_registry(table: dict, inner_steps: int) -> dict:
+    """What the one shared ``RuleConfig`` (before each rule had its own options) gave training for ``[rule]``."""
+    shared = {"name": "sgd", "lr": 0.01, "steps": None, "weight_decay": 5e-4, "generator_init": "default", **table}
+    rule = {"name": shared["name"], "lr": shared["lr"]}
+    if shared["name"] in ("per_step", "alfa", "alfa_random"):
+        rule["steps"] = shared["steps"] or inner_steps
+    if shared["name"] in ("alfa", "alfa_random"):
+        rule["weight_decay"] = shared["weight_decay"]
+        rule["generator_init"] = shared["generator_init"]
+    return rule
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_shipped_configs_parse(path):
     config = load_config(path)
     assert config.name and config.meta.iterations > 0
-    rule = config.rule.as_rule_dict(config.meta.inner_steps)
-    assert rule["name"] == config.rule.name
+    # Training builds exactly the rule it built before the rules had their own options.
+    table = tomllib.loads(path.read_text()).get("rule", {})
+    assert config.rule.as_rule_dict() == _rule_dict_before_the_registry(table, config.meta.inner_steps)
+    # And a run's stored config (``to_dict``) reads back as the same config.
+    assert config_from_dict(config.to_dict()) == config
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "assets" / "checkpoints").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_the_training_configs_stored_in_shipped_checkpoints_parse_to_their_rule(path):
+    """They carry the old shared ``[rule]`` table (an sgd rule with weight_decay, generator_init and steps = None)."""
+    metadata = read_metadata(path)
+    stored = metadata["training"]["config"]
+    config = config_from_dict(stored)
+    assert config.rule.as_rule_dict() == metadata["rule"]
+    assert set(stored["rule"]) == {"name", "lr", "steps", "weight_decay", "generator_init"}
+
+
+def test_old_shared_rule_keys_are_accepted_only_at_their_old_default():
+    old = {"name": "sgd", "lr": 0.1, "steps": None, "weight_decay": 5e-4, "generator_init": "default"}
+    assert config_from_dict({"rule": old}).rule.as_rule_dict() == {"name": "sgd", "lr": 0.1}
+    for key, value in [("weight_decay", 1e-3), ("generator_init", "identity"), ("steps", 3)]:
+        with pytest.raises(ConfigError, match=rf"rule 'sgd' has no option {key} \(its options: lr\)"):
+            config_from_dict({"rule": {**old, key: value}})
+    # A key the old table never had is an error whatever its value, and lists the chosen rule's own options.
+    with pytest.raises(ConfigError, match=r"no option momentum \(its options: steps, lr, weight_decay, generator_init\)"):
+        config_from_dict({"rule": {"name": "alfa", "momentum": 0.9}})
+
+
+def test_steps_default_to_the_inner_steps_for_rules_that_have_them():
+    for name in ("per_step", "alfa", "alfa_random"):
+        assert config_from_dict({"rule": {"name": name}, "meta": {"inner_steps": 3}}).rule.options.steps == 3
+        assert config_from_dict({"rule": {"name": name, "steps": 7}, "meta": {"inner_steps": 3}}).rule.options.steps == 7
+    assert config_from_dict({"rule": {"name": "anil", "lr": 0.4}}).rule.as_rule_dict() == {"name": "anil", "lr": 0.4}
+
+
+@pytest.mark.parametrize(
+    "rule,message",
+    [
+        ({"name": "adam"}, r"unknown inner-loop rule 'adam'; choose one of sgd, .*anil"),
+        ({"name": "sgd", "lr": "fast"}, "option lr must be a number, not 'fast'"),
+        ({"name": "alfa", "steps": 2.5}, "option steps must be an integer"),
+        ({"name": "alfa", "steps": 0}, "steps must be at least 1"),
+        ({"name": "alfa", "generator_init": "zeros"}, "generator_init must be 'default' or 'identity'"),
+    ],
+)
+def test_bad_rule_tables(rule, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"rule": rule})
+
+
+def test_pretraining_is_refused_for_a_rule_that_reinitialises_the_backbone():
+    config_from_dict({"rule": {"name": "alfa"}, "pretrain": {"epochs": 2}})
+    with pytest.raises(ConfigError, match="alfa_random .*re-initialises the backbone"):
+        config_from_dict({"rule": {"name": "alfa_random"}, "pretrain": {"epochs": 2}})
 
 
 def test_there_are_configs_for_each_experiment():

@@ -28,6 +28,9 @@ EPISODES = 20
 WAYS = (5, 20)
 QUERIES_PER_CLASS = 3
 SEED = 2026
+# The rules there were when the golden file was recorded (before the rule registry); rules registered since (ANIL)
+# have no recorded predictions, and the file is never re-recorded, so the cases stay these.
+RECORDED_RULES = ("sgd", "per_step", "meta_sgd", "alfa", "alfa_random")
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class GoldenCase:
 
 
 def cases() -> Iterator[tuple[GoldenCase, Path, dict]]:
-    """Every (shipped checkpoint, rule it supports, way), with the file and its metadata."""
+    """Every (shipped checkpoint, recorded rule it supports, way), with the file and its metadata."""
     for entry in find_checkpoints([SHIPPED_DIR]):
         if entry.error is not None:
             raise RuntimeError(f"{entry.path}: {entry.error}")
-        for rule in supported_rules(entry.metadata):
+        for rule in (rule for rule in supported_rules(entry.metadata) if rule in RECORDED_RULES):
             for n_way in WAYS:
                 yield GoldenCase(entry.path.name, rule, n_way), entry.path, entry.metadata
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.data.task import Task
 from core.learner import Learner
-from core.meta.maml import MAMLGradient, Task
-from core.rules import ALFARule, MetaSGDRule, PerStepRule, SGDRule, build_rule
+from core.meta.estimator import build_estimator
+from core.rules import build_rule
+from core.rules.alfa import ALFAOptions, ALFARandomRule, ALFARule
+from core.rules.meta_sgd import MetaSGDOptions, MetaSGDRule
+from core.rules.per_step import PerStepOptions, PerStepRule
+from core.rules.sgd import SGDOptions, SGDRule
 from tests.tolerances import unit_roundoff
 
 SHAPES = {"a.weight": torch.Size([3, 4]), "a.bias": torch.Size([3]), "b.weight": torch.Size([2, 3])}
@@ -28,14 +33,14 @@ def _params_and_grads(seed=0):
 
 def test_sgd_update_and_trace():
     params, grads = _params_and_grads()
-    new, trace = SGDRule(NAMES, SHAPES, lr=0.25).step(params, grads, 0, {})
+    new, trace = SGDRule(NAMES, SHAPES, SGDOptions(lr=0.25)).step(params, grads, 0, {})
     for n in NAMES:
         torch.testing.assert_close(new[n], params[n] - 0.25 * grads[n], **EXACT)  # same operations and operands
         assert float(trace.alpha[n]) == 0.25 and float(trace.beta[n]) == 1.0
 
 
 def test_per_step_rule_uses_the_rate_of_each_step_and_clamps_past_the_last():
-    rule = PerStepRule(NAMES, SHAPES, steps=3, lr=0.1)
+    rule = PerStepRule(NAMES, SHAPES, PerStepOptions(steps=3, lr=0.1))
     with torch.no_grad():
         for rates in rule.rates.values():
             rates.copy_(torch.tensor([0.1, 0.2, 0.3]))
@@ -49,7 +54,7 @@ def test_per_step_rule_uses_the_rate_of_each_step_and_clamps_past_the_last():
 
 
 def test_meta_sgd_is_elementwise():
-    rule = MetaSGDRule(NAMES, SHAPES, lr=0.1)
+    rule = MetaSGDRule(NAMES, SHAPES, MetaSGDOptions(lr=0.1))
     with torch.no_grad():
         rule.rates["a-weight"].uniform_(0.0, 1.0)
     params, grads = _params_and_grads()
@@ -59,7 +64,7 @@ def test_meta_sgd_is_elementwise():
 
 
 def test_alfa_generator_input_layout_and_output_split():
-    rule = ALFARule(NAMES, SHAPES, steps=2)
+    rule = ALFARule(NAMES, SHAPES, ALFAOptions(steps=2))
     params, grads = _params_and_grads(1)
     params = {n: p.requires_grad_() for n, p in params.items()}
     grads = {n: g.requires_grad_() for n, g in grads.items()}
@@ -80,7 +85,8 @@ def test_alfa_generator_input_layout_and_output_split():
 
 @pytest.mark.parametrize("random_init", [False, True])
 def test_alfa_applied_update_equals_equation_elementwise(random_init):
-    rule = ALFARule(NAMES, SHAPES, steps=3, lr=0.01, weight_decay=5e-4, random_init=random_init)
+    rule_class = ALFARandomRule if random_init else ALFARule
+    rule = rule_class(NAMES, SHAPES, ALFAOptions(steps=3, lr=0.01, weight_decay=5e-4))
     with torch.no_grad():
         rule.alpha0.uniform_(0.0, 0.1)
         rule.beta0.uniform_(0.0, 0.1)
@@ -106,18 +112,18 @@ def test_alfa_applied_update_equals_equation_elementwise(random_init):
 
 
 def test_alfa_initial_post_multipliers_follow_the_reference():
-    rule = ALFARule(NAMES, SHAPES, steps=5, lr=0.01, weight_decay=5e-4)
+    rule = ALFARule(NAMES, SHAPES, ALFAOptions(steps=5, lr=0.01, weight_decay=5e-4))
     assert rule.alpha0.shape == (5, len(NAMES))
     # Exact: 5e-4 * 0.01 is the double 5e-6, so both sides round the same double to float32.
     torch.testing.assert_close(rule.alpha0, torch.full((5, 3), 0.01), **EXACT)
     torch.testing.assert_close(rule.beta0, torch.full((5, 3), 5e-6), **EXACT)
-    random = ALFARule(NAMES, SHAPES, steps=5, random_init=True)
+    random = ALFARandomRule(NAMES, SHAPES, ALFAOptions(steps=5))
     torch.testing.assert_close(random.beta0, torch.ones(5, 3), **EXACT)
     torch.testing.assert_close(random.decay["a-weight"], torch.full((3, 4), 5e-6), **EXACT)
 
 
 def test_identity_generator_init_starts_as_sgd_with_decay():
-    rule = ALFARule(NAMES, SHAPES, steps=2, lr=0.05, weight_decay=0.0, generator_init="identity")
+    rule = ALFARule(NAMES, SHAPES, ALFAOptions(steps=2, lr=0.05, weight_decay=0.0, generator_init="identity"))
     params, grads = _params_and_grads(3)
     new, _ = rule.step(params, grads, 0, {})
     # Exact: a zero last layer with bias one outputs exactly 1, so the rates are exactly 0.05 (float32) and
@@ -130,17 +136,18 @@ def test_alfa_random_init_never_changes_the_backbone():
     backbone = {"name": "conv4", "in_channels": 1, "image_size": 8, "filters": 3, "n_blocks": 2, "n_classes": 2}
     learner = Learner(backbone, {"name": "alfa_random", "steps": 2}, head_init="zero", seed=0)
     before = {n: p.clone() for n, p in learner.backbone.named_parameters()}
-    estimator = MAMLGradient(learner, inner_steps=2)
-    assert not any(n.startswith("backbone.") for n in estimator.trainable())
+    estimator = build_estimator("maml", learner, inner_steps=2)
+    trainable = {n: p for n, p in learner.named_parameters() if p.requires_grad}
+    assert not any(n.startswith("backbone.") for n in trainable)
     # The frozen backbone is Xavier-uniform with zero biases.
     params = dict(learner.backbone.named_parameters())
     assert all(float(params[n].abs().max()) == 0 for n in learner.inner_names if n.endswith("bias"))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 1, 8, 8, generator=g)
     task = Task(x, torch.tensor([0, 0, 1, 1]), x.clone(), torch.tensor([0, 0, 1, 1]), n_classes=2)
-    optimizer = torch.optim.Adam(estimator.trainable().values(), lr=0.1)
-    grads, _ = estimator.meta_grad([task])
-    for n, p in estimator.trainable().items():
+    optimizer = torch.optim.Adam(trainable.values(), lr=0.1)
+    grads = estimator.meta_grad([task]).grads
+    for n, p in trainable.items():
         p.grad = grads[n]
     optimizer.step()
     assert any(float(grads[n].abs().sum()) > 0 for n in grads)
