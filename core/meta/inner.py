@@ -105,6 +105,30 @@ def adapts_head_only(learner: Learner) -> bool:
     return set(learner.inner_names) <= {names.weight, names.bias}
 
 
+def _starting_weights(params: Params, inner: list[str], differentiable: bool) -> Params:
+    if not differentiable:
+        return {n: p.detach().requires_grad_(n in inner) for n, p in params.items()}
+    # Each adapted tensor enters as its own node (a clone, or a grad-tracking copy of a frozen one), so the
+    # inner gradient is the partial derivative per tensor. Without it a prototype head, itself a function of
+    # the backbone weights, would add its path to the backbone's inner gradient at the first step.
+    return {
+        n: (p if n not in inner else p.clone() if p.requires_grad else p.detach().requires_grad_())
+        for n, p in params.items()
+    }
+
+
+def _support_output(
+    learner: Learner, fast: Params, support_x: torch.Tensor, differentiable: bool
+) -> Callable[[Params], torch.Tensor]:
+    """The support output as a function of the fast weights: the whole network, or, when only the head adapts,
+    the head on an embedding computed once from the (unchanging) feature weights."""
+    if not adapts_head_only(learner):
+        return lambda weights: forward(learner, weights, support_x)
+    with torch.set_grad_enabled(differentiable):
+        embedding = forward(learner, fast, support_x, features_only=True)
+    return lambda weights: head_forward(learner, weights, embedding)
+
+
 def inner_loop(
     learner: Learner,
     params: Params,
@@ -131,26 +155,8 @@ def inner_loop(
     """
     objective = objective_of(learner)
     inner = learner.inner_names
-    if differentiable:
-        # Each adapted tensor enters as its own node (a clone, or a grad-tracking copy of a frozen one), so the
-        # inner gradient is the partial derivative per tensor. Without it a prototype head, itself a function of
-        # the backbone weights, would add its path to the backbone's inner gradient at the first step.
-        fast = {
-            n: (p if n not in inner else p.clone() if p.requires_grad else p.detach().requires_grad_())
-            for n, p in params.items()
-        }
-    else:
-        fast = {n: p.detach().requires_grad_(n in inner) for n, p in params.items()}
-    if adapts_head_only(learner):
-        with torch.set_grad_enabled(differentiable):
-            embedding = forward(learner, fast, support_x, features_only=True)
-
-        def output_of(weights: Params) -> torch.Tensor:
-            return head_forward(learner, weights, embedding)
-    else:
-        def output_of(weights: Params) -> torch.Tensor:
-            return forward(learner, weights, support_x)
-
+    fast = _starting_weights(params, inner, differentiable)
+    output_of = _support_output(learner, fast, support_x, differentiable)
     result = InnerResult(params=fast)
     state = learner.rule.init_state({n: fast[n] for n in inner})
     for step_index in range(steps):
