@@ -15,14 +15,13 @@ from app.checkpoint_view import TRAIN_COMMAND, is_image_classifier, render_check
 from app.formatting import rule_label
 from app.resources import cached_loader, get_store, run_executor, short_path
 from app.run_progress import follow
-from app.sources import BENCHMARK, SOURCE_LABELS, Prepared, Readiness, benchmark, own_images
+from app.sources import BENCHMARK, CHOICE_LABELS, Prepared, Readiness, benchmark, own_images
 from app.views import RUNS_PAGE, render_run
 from core.checkpoints import find_checkpoints
 from core.data.domain import stroke_domain_of
 from core.data.images import ImageSpec
 from core.device import describe_device, pick_device
 from core.model_io import supported_rules
-from core.rules import default_selection
 from core.runs import RunTicket, start_run
 
 TICKET = "adapt_ticket"
@@ -88,10 +87,10 @@ spec_json = json.dumps(spec.to_dict(), sort_keys=True)
 
 # ------------------------------------------------------------------------------------------------ episode
 
-sources = list(SOURCE_LABELS)
+sources = list(CHOICE_LABELS)
 # Without benchmark data the page opens on uploads, not on a benchmark that cannot run.
 default_source = sources.index(BENCHMARK) if benchmark.omniglot_available() else sources.index(own_images.UPLOAD)
-source = st.radio("Episode", sources, index=default_source, format_func=SOURCE_LABELS.get, horizontal=True,
+source = st.radio("Episode", sources, index=default_source, format_func=CHOICE_LABELS.get, horizontal=True,
                   key="source", on_change=_forget_finished_run)
 model_view = st.toggle(
     "Show images as the model sees them", key="input_model_view",
@@ -112,7 +111,7 @@ if readiness.warnings:
 st.divider()
 left, middle, right = st.columns([3, 2, 2])
 rules = left.multiselect(
-    "Inner-loop rules", rule_options, default=default_selection(rule_options), format_func=rule_label, key=f"rules_{checkpoint.path}",
+    "Inner-loop rules", rule_options, default=rule_options, format_func=rule_label, key=f"rules_{checkpoint.path}",
 )
 trained_steps = int((metadata.get("inner_steps") or {}).get("eval") or (metadata.get("rule") or {}).get("steps") or 5)
 steps = middle.slider(

@@ -23,7 +23,7 @@ from app.run_progress import follow
 from app.views import ADAPT_PAGE, render_run
 from core.device import pick_device
 from core.runs import start_rerun
-from core.store import MAX_TAGS, RUN_STATUSES, SOURCES, TAG_CHARACTERS, RunSummary
+from core.store import MAX_TAGS, RUN_SOURCES, RUN_STATUSES, TAG_CHARACTERS, RunSummary
 
 MAX_LISTED = 1000  # newest runs the table shows; the filters reach older ones
 MAX_DETAILED = 20  # selected runs whose curves and settings are drawn (grouping uses every selected run)
@@ -79,7 +79,7 @@ class _Choices:
 
     def __init__(self) -> None:
         self.options: dict[str, tuple[list[Any], Callable[[Any], str]]] = {
-            "sources": (list(SOURCES), str),
+            "sources": (list(RUN_SOURCES), str),
             "datasets": ([d for d in store.distinct_values("dataset") if d is not None], str),
             "statuses": (list(RUN_STATUSES), str),
             "ways": (store.distinct_values("n_way"), str),

@@ -11,11 +11,12 @@ from typing import Any
 
 from core.data.episode import Episode
 from core.data.uploads import EpisodeImage
+from core.store import RunSource
 
-# Page choices (ids) and their labels. The ids are also what a run records as its source when they match the
-# store's source values; "benchmark" covers both Omniglot and folder trees (the run says which in ``dataset``).
+# The page's episode choices (radio ids, UI state) and their labels. What a run records as its source is a
+# separate thing, a ``core.store.RunSource`` that each source sets in ``Prepared.source``.
 BENCHMARK, UPLOAD, DRAW, CAMERA = "benchmark", "upload", "drawing", "camera"
-SOURCE_LABELS = {
+CHOICE_LABELS = {
     BENCHMARK: "Benchmark episode",
     UPLOAD: "Upload images",
     DRAW: "Draw",
@@ -29,7 +30,7 @@ class Prepared:
 
     episode: Episode
     items: list[EpisodeImage]
-    source: str
+    source: RunSource  # stored with the run (benchmark, folder, upload, drawing, camera)
     dataset: str
     split: str | None = None
     seed: int | None = None

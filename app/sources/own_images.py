@@ -25,8 +25,11 @@ from core.data.uploads import (
     image_warnings,
 )
 from core.settings import max_upload_bytes
+from core.store import RunSource
 
 STATE_KEY = "own_episode"
+# What a run records as its source for images that all came from one input.
+RUN_SOURCE_OF_ORIGIN: dict[str, RunSource] = {UPLOAD: "upload", DRAW: "drawing", CAMERA: "camera"}
 QUERIES = "query"  # the target id of the query list (classes use their integer ids)
 CANVAS_PX = 224  # the canvas side; 8-pixel strokes become about 1 pixel at 28x28, as Omniglot's pen strokes are
 STROKE_PX = 8
@@ -326,11 +329,10 @@ def _episode(episode: OwnEpisode, spec: ImageSpec) -> tuple[Prepared | None, Rea
         return None, Readiness(problem=_sentence(str(problem)), warnings=warnings)
     origins = Counter(image.origin for c in episode.classes for image in c.images)
     origins.update(q.origin for q in episode.queries)
-    source = next(iter(origins)) if len(origins) == 1 else UPLOAD
+    # One input alone names the run's source; images from several inputs count as an upload.
+    source = RUN_SOURCE_OF_ORIGIN[next(iter(origins))] if len(origins) == 1 else "upload"
     extra = {"origins": dict(origins)}
-    return Prepared(built, items, source, "upload" if source == UPLOAD else source, extra_config=extra), Readiness(
-        warnings=warnings
-    )
+    return Prepared(built, items, source, source, extra_config=extra), Readiness(warnings=warnings)
 
 
 def _sentence(text: str) -> str:

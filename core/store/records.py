@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-Source = Literal["benchmark", "upload", "folder", "drawing", "camera"]
+RunSource = Literal["benchmark", "upload", "folder", "drawing", "camera"]  # where a run's episode came from
 Role = Literal["support", "query"]
 RunStatus = Literal["succeeded", "failed"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
-SOURCES: tuple[str, ...] = ("benchmark", "upload", "folder", "drawing", "camera")
+RUN_SOURCES: tuple[str, ...] = get_args(RunSource)
 ROLES: tuple[str, ...] = ("support", "query")
 RUN_STATUSES: tuple[str, ...] = ("succeeded", "failed")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -122,7 +122,7 @@ class AdaptationInput:
 class RunInput:
     """Everything about a run except its adaptations (which may not all exist when a run fails)."""
 
-    source: Source
+    source: RunSource
     dataset: str | None
     split: str | None
     n_way: int

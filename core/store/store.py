@@ -39,7 +39,7 @@ from core.store.records import (
     MAX_TAG_LENGTH,
     MAX_TAGS,
     ROLES,
-    SOURCES,
+    RUN_SOURCES,
     STEP_LEVEL_LAYER,
     TAG_CHARACTERS,
     AdaptationDetail,
@@ -443,8 +443,8 @@ class Store:
 
 def _validate(run: RunInput, adaptations: Sequence[AdaptationInput]) -> list[int]:
     """Check what the schema cannot; returns the query positions in order (predictions follow them)."""
-    if run.source not in SOURCES:
-        raise ValueError(f"unknown run source {run.source!r}; choose from {', '.join(SOURCES)}")
+    if run.source not in RUN_SOURCES:
+        raise ValueError(f"unknown run source {run.source!r}; choose from {', '.join(RUN_SOURCES)}")
     seen: set[tuple[str, int]] = set()
     for item in run.items:
         if item.role not in ROLES:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import event
 
-from core.store import CSV_ROW_KINDS, MAX_NAME_LENGTH, MAX_TAGS, SOURCES, Store
+from core.store import CSV_ROW_KINDS, MAX_NAME_LENGTH, MAX_TAGS, RUN_SOURCES, Store
 
 from .builders import LAYERS, adaptation, run_input
 from .helpers import row_counts
@@ -130,7 +130,7 @@ def test_runs_are_filtered_by_tag_and_by_name(store: Store) -> None:
 
 
 def test_the_new_sources_are_accepted() -> None:
-    assert {"drawing", "camera"} <= set(SOURCES)
+    assert {"drawing", "camera"} <= set(RUN_SOURCES)
 
 
 @pytest.mark.parametrize("source", ["drawing", "camera"])
