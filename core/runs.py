@@ -39,7 +39,7 @@ from core.data.uploads import EpisodeImage, ImageFile
 from core.device import describe_device
 from core.learner import Learner
 from core.model_io import load_learner, supported_rules
-from core.rules import RULE_LABELS
+from core.rules import rule_label
 from core.store import RUN_SOURCES, AdaptationInput, CheckpointInput, EpisodeItemInput, ImageInput, RunInput, Store
 from models.checkpoint import CheckpointError, file_sha256, read_metadata
 
@@ -141,7 +141,7 @@ def _non_finite(result: AdaptationResult) -> str | None:
 
 
 def _adaptation_input(result: AdaptationResult, query_items: list[EpisodeImage]) -> AdaptationInput:
-    record = AdaptationInput.from_result(result, RULE_LABELS.get(result.rule, result.rule))
+    record = AdaptationInput.from_result(result, rule_label(result.rule))
     if record.truths is None and any(item.label is not None for item in query_items):
         # Partly labelled queries: the episode carries no labels, so adapt scored nothing; keep every known
         # label and score the labelled queries (plain counting, no model involved).
@@ -236,7 +236,7 @@ def run_rules(
 
     done: list[AdaptationInput] = []
     for index, rule in enumerate(rules):
-        label = RULE_LABELS.get(rule, rule)
+        label = rule_label(rule)
         try:
             report(rule=rule, label=label, index=index, stage="loading")
             learner, _meta = (loader or _default_loader)(path, rule, device)

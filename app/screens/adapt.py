@@ -22,6 +22,7 @@ from core.data.domain import stroke_domain_of
 from core.data.images import ImageSpec
 from core.device import describe_device, pick_device
 from core.model_io import supported_rules
+from core.rules import default_selection
 from core.runs import RunTicket, start_run
 
 TICKET = "adapt_ticket"
@@ -111,7 +112,7 @@ if readiness.warnings:
 st.divider()
 left, middle, right = st.columns([3, 2, 2])
 rules = left.multiselect(
-    "Inner-loop rules", rule_options, default=rule_options, format_func=rule_label, key=f"rules_{checkpoint.path}",
+    "Inner-loop rules", rule_options, default=default_selection(rule_options), format_func=rule_label, key=f"rules_{checkpoint.path}",
 )
 trained_steps = int((metadata.get("inner_steps") or {}).get("eval") or (metadata.get("rule") or {}).get("steps") or 5)
 steps = middle.slider(
