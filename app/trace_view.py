@@ -15,10 +15,10 @@ import streamlit as st
 from app import charts
 from app.formatting import percent
 from app.resources import cached_loader, short_path
-from core.data.omniglot import default_omniglot_root
 from core.device import pick_device
 from core.model_io import CheckpointError
 from core.rule_spread import DEFAULT_EPISODES, HeldOutDataMissing, RuleSpread, VarianceShares, rule_spread
+from core.settings import omniglot_root
 from core.store import AdaptationDetail, RunDetail
 
 TABS = ("Heatmap", "Lines", "Rules compared", "Against held-out episodes")
@@ -120,7 +120,7 @@ def _render_spread(
         ):
             spread = _held_out_spread(
                 checkpoint.path, checkpoint.file_sha256, adaptation.rule, len(adaptation.traces), detail.n_way,
-                detail.k_shot, adaptation.head_init, str(default_omniglot_root()),
+                detail.k_shot, adaptation.head_init, str(omniglot_root()),
             )
     except HeldOutDataMissing as missing:
         st.info(f"No held-out episodes to compare with: {missing}.")

@@ -48,7 +48,7 @@ the seconds went to the server (``script_running``) or to the browser (``placeho
 The tries are grouped in journeys, each on a fresh server, as a user would go: ``adapt-5way`` (first load,
 reload, first and second Run), ``adapt-20way`` (first and second Run), ``stored-run`` (open a stored 20-way
 run cold and warm, Re-run it twice) and ``no-omniglot`` (first load without the dataset). Without Omniglot
-(``core.data.omniglot.default_omniglot_root``) the Run figures are skipped and the stored run is a synthetic
+(``core.settings.omniglot_root``) the Run figures are skipped and the stored run is a synthetic
 20-way upload episode. ``--list`` prints every figure's start and end.
 
 Every CSS selector the script relies on is in SELECTORS below (the pages change; adjust them there): a
@@ -584,9 +584,10 @@ def find_checkpoint(checkpoint_dir: Path) -> tuple[Path, str, list[str]]:
 
 
 def find_omniglot() -> Path | None:
-    from core.data.omniglot import default_omniglot_root, list_alphabets
+    from core.data.omniglot import list_alphabets
+    from core.settings import omniglot_root
 
-    root = default_omniglot_root()
+    root = omniglot_root()
     try:
         return root if list_alphabets(root) else None
     except OSError:
@@ -1082,7 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
         setup.omniglot_root = find_omniglot()
         for figure in figures:
             if figure.needs_omniglot and setup.omniglot_root is None:
-                skipped[figure.case] = "Omniglot not found (core.data.omniglot.default_omniglot_root)"
+                skipped[figure.case] = "Omniglot not found (core.settings.omniglot_root)"
             elif args.server_url and figure.journey == "no-omniglot":
                 skipped[figure.case] = "needs a server of its own (not --server-url)"
             elif args.server_url and figure.journey == "stored-run" and args.stored_run is None:

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from core import settings
 from core.adapt import adapt
 from core.data.folders import FolderImageSet
 from core.data.images import ImageSpec
-from core.data.omniglot import OmniglotImageSet, default_omniglot_root, list_alphabets
+from core.data.omniglot import OmniglotImageSet, list_alphabets
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.learner import Learner
 from core.model_io import load_learner
@@ -208,7 +209,7 @@ def heldout_image_set(metadata: dict[str, Any], omniglot_root: str | Path | None
     """The checkpoint's held-out (test) classes as an image set, and a description of them in words.
 
     Read from ``metadata["training"]["data"]``: Omniglot alphabets listed under ``test`` (found under
-    ``omniglot_root``, else the recorded root, else :func:`default_omniglot_root`), or the ``test`` split of a
+    ``omniglot_root``, else the recorded root, else ``core.settings.omniglot_root``), or the ``test`` split of a
     folder dataset. Raises :class:`HeldOutDataMissing` with a one-line reason when they are not here.
     """
     data = (metadata.get("training") or {}).get("data") or {}
@@ -223,7 +224,7 @@ def heldout_image_set(metadata: dict[str, Any], omniglot_root: str | Path | None
     if not test:
         raise HeldOutDataMissing("the checkpoint does not record its held-out (test) classes")
     if kind == "omniglot":
-        root = Path(omniglot_root or recorded_root or default_omniglot_root()).expanduser()
+        root = Path(omniglot_root or recorded_root or settings.omniglot_root()).expanduser()
         try:
             present = list_alphabets(root)
         except OSError:

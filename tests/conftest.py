@@ -9,9 +9,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def omniglot_root() -> Path | None:
-    from core.data.omniglot import default_omniglot_root, list_alphabets
+    from core import settings
+    from core.data.omniglot import list_alphabets
 
-    root = default_omniglot_root()
+    root = settings.omniglot_root()
     try:
         return root if list_alphabets(root) else None
     except (FileNotFoundError, ValueError):

@@ -11,10 +11,11 @@ from app import gallery
 from app.resources import folder_set, omniglot_set
 from app.sources import Prepared, Readiness
 from core.data.images import ImageError, ImageSpec, model_input_png, shown_image
-from core.data.omniglot import default_omniglot_root, ensure_omniglot, list_alphabets
+from core.data.omniglot import ensure_omniglot, list_alphabets
 from core.data.sampler import EpisodeSampler
 from core.data.uploads import items_from_benchmark
 from core.model_io import CheckpointError
+from core.settings import omniglot_root
 from core.store import RunSource
 
 INPUT_ERRORS = (ValueError, ImageError, CheckpointError, FileNotFoundError, KeyError)
@@ -32,7 +33,7 @@ def omniglot_alphabets(root: str) -> dict[str, int]:
 
 
 def omniglot_available() -> bool:
-    return bool(omniglot_alphabets(str(default_omniglot_root())))
+    return bool(omniglot_alphabets(str(omniglot_root())))
 
 
 def _short_download_error(error: FileNotFoundError) -> str:
@@ -52,7 +53,7 @@ def _download_omniglot(root: Path) -> None:
 
 
 def _omniglot_set(metadata: dict[str, Any], spec_json: str):
-    root = default_omniglot_root()
+    root = omniglot_root()
     alphabets = omniglot_alphabets(str(root))
     if not alphabets:
         st.info(f"Omniglot is not on this machine (looked in `{root}`).")

@@ -14,7 +14,6 @@ from core.data.images import (
 )
 from core.data.omniglot import (
     OmniglotImageSet,
-    default_omniglot_root,
     ensure_omniglot,
     list_alphabets,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "SineTaskFamily",
     "Task",
     "decode_image",
-    "default_omniglot_root",
     "ensure_omniglot",
     "list_alphabets",
     "list_image_files",

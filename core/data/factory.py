@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet
 from core.data.images import ImageSpec
-from core.data.omniglot import OmniglotImageSet, default_omniglot_root, ensure_omniglot
+from core.data.omniglot import OmniglotImageSet, ensure_omniglot
 from core.data.sampler import LabelledImageSet
+from core.settings import omniglot_root
 
 if TYPE_CHECKING:  # the data layer reads a config but does not depend on the config module (which checks registries)
     from core.config import TrainConfig
@@ -30,7 +31,7 @@ def build_image_set(config: TrainConfig, role: str) -> LabelledImageSet:
     spec = image_spec(config)
     selection = getattr(data, role)
     if data.kind == "omniglot":
-        root = ensure_omniglot(data.root or default_omniglot_root(), download=data.download)
+        root = ensure_omniglot(data.root or omniglot_root(), download=data.download)
         rotations = tuple(data.rotations) if role == "train" else (0,)
         return OmniglotImageSet(root, alphabets=selection or None, rotations=rotations, spec=spec, name=f"omniglot-{role}")
     if len(selection) != 1:

@@ -14,7 +14,6 @@ __all__ = [
     "OMNIGLOT_ROTATIONS",
     "OMNIGLOT_SPLITS",
     "OmniglotImageSet",
-    "default_omniglot_root",
     "ensure_omniglot",
     "list_alphabets",
 ]
@@ -29,12 +28,6 @@ OMNIGLOT_SPLITS: tuple[str, ...] = (
 OMNIGLOT_ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
 # torchvision.datasets.Omniglot unpacks its downloads into <root>/omniglot-py/<split>/.
 _TORCHVISION_FOLDER = "omniglot-py"
-
-
-def default_omniglot_root() -> Path:
-    """Where Omniglot is looked for (``core.settings.omniglot_root``: ``$FEWSHOT_OMNIGLOT_ROOT``, else
-    ``<repo>/../shared/datasets/omniglot`` if that exists, else ``<repo>/data/omniglot``), on each call."""
-    return settings.omniglot_root()
 
 
 def _missing_help(root: Path) -> str:

@@ -6,13 +6,13 @@ import subprocess
 
 from safetensors.torch import save_file
 
-from core.data.omniglot import default_omniglot_root
+from core.settings import omniglot_root
 from tests.golden import EPISODES, GOLDEN_FILE, QUERIES_PER_CLASS, SEED, cases, predict
 
 
 def main() -> None:
     tensors = {}
-    root = default_omniglot_root()
+    root = omniglot_root()
     for case, path, metadata in cases():
         predictions, probabilities = predict(case, path, metadata, root)
         tensors[f"{case.key}/predictions"] = predictions

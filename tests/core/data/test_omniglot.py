@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import EpisodeSampler, OmniglotImageSet, default_omniglot_root, ensure_omniglot, list_alphabets
+from core import settings
+from core.data import EpisodeSampler, OmniglotImageSet, ensure_omniglot, list_alphabets
 
 
 @pytest.fixture(scope="module")
 def omniglot_root() -> Path:
-    root = default_omniglot_root()
+    root = settings.omniglot_root()
     try:
         return ensure_omniglot(root, download=False)
     except FileNotFoundError:
@@ -117,6 +118,6 @@ def test_torchvision_layout_and_split_precedence(tmp_path: Path) -> None:
 
 def test_default_root_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FEWSHOT_OMNIGLOT_ROOT", str(tmp_path))
-    assert default_omniglot_root() == tmp_path
+    assert settings.omniglot_root() == tmp_path
     monkeypatch.delenv("FEWSHOT_OMNIGLOT_ROOT")
-    assert default_omniglot_root().name == "omniglot"
+    assert settings.omniglot_root().name == "omniglot"
