@@ -80,7 +80,6 @@ from typing import Any, Self
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-CHROMIUM = Path(os.environ.get("FEWSHOT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run",
@@ -1062,8 +1061,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("playwright is not installed (pip install -r requirements-dev.txt)", file=sys.stderr)
         return 2
-    if not CHROMIUM.is_file():
-        print(f"{CHROMIUM} is missing (apt-get install -y chromium)", file=sys.stderr)
+    from core.settings import chromium_path
+
+    chromium = chromium_path()
+    if not chromium.is_file():
+        print(f"{chromium} is missing (apt-get install -y chromium)", file=sys.stderr)
         return 2
 
     wanted = set(args.cases or [f.case for f in FIGURES])
@@ -1111,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
             return emit
 
         with sync_playwright() as playwright:
-            setup.browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            setup.browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
             report["versions"] = {"streamlit": _version("streamlit"), "torch": _version("torch"),
                                   "playwright": _version("playwright"), "chromium": setup.browser.version,
                                   "python": platform.python_version()}

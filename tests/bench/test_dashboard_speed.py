@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import chromium_path
 from tests.app.builders import save_tiny_checkpoint
 from tests.conftest import omniglot_root
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "dashboard_speed.py"
-CHROMIUM = Path(os.environ.get("FEWSHOT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = chromium_path()
 
 
 def _unavailable(reason: str) -> None:

@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core.settings import chromium_path
 from core.store import Store
 from tests.app.builders import SHAPES, TINY_IMAGE, save_tiny_checkpoint, shape_image, upload_classes, upload_queries
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path(os.environ.get("FEWSHOT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = chromium_path()
 SCREENSHOTS = REPO / "docs" / "screenshots"
 WAIT_MS = 120_000  # the CI machine may be busy: generous waits, each ends as soon as the page is ready
 CHROMIUM_ARGS = [
