@@ -8,23 +8,28 @@ accuracy of shipped checkpoints, measured when packaging on classes never used f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import streamlit as st
 
 from app.formatting import percent, rule_label
+from core.checkpoint import CheckpointMetadata, ValidationResult
+from core.config import ConfigError
 
 TRAIN_COMMAND = "python -m core train --config configs/omniglot/conv4_alfa_maml.toml"
 
 
 @dataclass(frozen=True)
 class MeasuredMetric:
-    """One entry of a checkpoint's ``metrics`` metadata: ``split`` (e.g. "validation"), ``metric``, mean ± ci95."""
+    """A measurement training recorded (``split``, e.g. "validation", ``metric``, mean ± ci95), for display."""
 
     split: str
     metric: str
     mean: float
     ci95: float | None
+
+    @classmethod
+    def of(cls, split: str, result: ValidationResult) -> MeasuredMetric:
+        return cls(split, result.metric, result.mean, result.ci95)
 
     @property
     def label(self) -> str:
@@ -40,127 +45,113 @@ class MeasuredMetric:
         return f"{self.mean:.4g}" + ("" if self.ci95 is None else f" ± {self.ci95:.2g}")
 
 
-def measured_metrics(metadata: dict[str, Any]) -> list[MeasuredMetric]:
-    """The checkpoint's ``metrics`` (what training measured on its validation classes), in metadata order."""
-    measured = []
-    for split, values in (metadata.get("metrics") or {}).items():
-        if isinstance(values, dict) and isinstance(values.get("mean"), (int, float)):
-            ci95 = values.get("ci95")
-            measured.append(MeasuredMetric(str(split), str(values.get("metric", "accuracy")), float(values["mean"]),
-                                           float(ci95) if isinstance(ci95, (int, float)) else None))
-    return measured
+def measured_metrics(metadata: CheckpointMetadata) -> list[MeasuredMetric]:
+    """What training measured and recorded in the checkpoint (today: on its validation classes)."""
+    return [] if metadata.validation is None else [MeasuredMetric.of("validation", metadata.validation)]
 
 
-def validation_accuracy(metadata: dict[str, Any]) -> MeasuredMetric | None:
+def validation_accuracy(metadata: CheckpointMetadata) -> MeasuredMetric | None:
     """The accuracy training measured on the validation classes, if the checkpoint records one."""
-    return next((m for m in measured_metrics(metadata) if m.split == "validation" and m.metric == "accuracy"), None)
+    return next((m for m in measured_metrics(metadata) if m.metric == "accuracy"), None)
 
 
-def validation_protocol(metadata: dict[str, Any]) -> str:
+def validation_protocol(metadata: CheckpointMetadata) -> str:
     """How the validation figure was measured, from the training config: "100 episodes, 5-way 1-shot, on
     Early_Aramaic"; "" when the checkpoint does not say."""
-    training = metadata.get("training") or {}
-    config = training.get("config") or {}
-    episodes = (config.get("validation") or {}).get("episodes")
-    task = config.get("task") or {}
-    classes = (training.get("data") or {}).get("val")
+    training = metadata.training
+    if training is None:
+        return ""
     parts = []
-    if episodes:
-        parts.append(f"{episodes} episodes")
-    if task.get("n_way") and task.get("k_shot"):
-        parts.append(f"{task['n_way']}-way {task['k_shot']}-shot")
-    if classes:
-        parts.append(f"on {', '.join(map(str, classes)) if isinstance(classes, list) else classes}")
+    try:
+        config = training.train_config()
+    except ConfigError:
+        config = None  # a config this code no longer reads: say what the data record says
+    if config is not None:
+        if config.validation.episodes:
+            parts.append(f"{config.validation.episodes} episodes")
+        parts.append(f"{config.task.n_way}-way {config.task.k_shot}-shot")
+    if training.data is not None and training.data.val:
+        parts.append(f"on {', '.join(training.data.val)}")
     return ", ".join(parts)
 
 
-def is_image_classifier(metadata: dict[str, Any]) -> bool:
-    return metadata.get("task_kind", "classification") == "classification" and bool(metadata.get("image"))
+def is_image_classifier(metadata: CheckpointMetadata) -> bool:
+    return metadata.is_image_classifier
 
 
-def _options(config: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in config.items() if k != "name")
+def _options(options: object) -> str:
+    return ", ".join(f"{k} {v}" for k, v in dict(options).items())  # type: ignore[call-overload]
 
 
-def _image_text(image: dict[str, Any]) -> str:
-    if not image:
-        return "— (not an image model)"
-    size = image.get("size")
-    return f"{image.get('channels')}×{size}×{size}" + (", inverted" if image.get("invert") else "")
-
-
-def checkpoint_rows(metadata: dict[str, Any]) -> list[dict[str, str]]:
+def checkpoint_rows(metadata: CheckpointMetadata) -> list[dict[str, str]]:
     """The facts about a checkpoint worth reading before using it, as (field, value) rows."""
-    backbone = metadata.get("backbone") or {}
-    rule = metadata.get("rule") or {}
-    image = metadata.get("image") or {}
-    training = metadata.get("training") or {}
-    data = training.get("data") or {}
+    image = metadata.image
+    training = metadata.training
     rows = [
-        ("Backbone", f"{backbone.get('name', '?')} ({_options(backbone)})" if backbone else "—"),
-        ("Inner-loop rule", f"{rule_label(str(rule.get('name')))} ({_options(rule)})" if rule else "—"),
-        ("Task", str(metadata.get("task_kind", "classification"))
-         + (f", {metadata['n_way']}-way" if metadata.get("n_way") else "")),
-        ("Images", _image_text(image)),
-        ("Inner steps", ", ".join(f"{k} {v}" for k, v in (metadata.get("inner_steps") or {}).items()) or "—"),
-        ("Head", str(metadata.get("head_init", "—"))),
+        ("Backbone", f"{metadata.backbone.name} ({_options(metadata.backbone.options)})"),
+        ("Inner-loop rule", f"{rule_label(metadata.rule.name)} ({_options(metadata.rule.options)})"),
+        ("Task", metadata.task_kind + (f", {metadata.n_way}-way" if metadata.n_way else "")),
+        ("Images", "— (not an image model)" if image is None else
+         f"{image.channels}×{image.size}×{image.size}" + (", inverted" if image.invert else "")),
+        ("Inner steps", f"train {metadata.inner_steps.train}, eval {metadata.inner_steps.eval}"),
+        ("Head", metadata.head_init),
     ]
-    if data:
-        described = ", ".join(
-            f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items() if k != "root"
+    if training is not None and training.data is not None:
+        data = training.data
+        splits = [("train", data.train), ("val", data.val), ("test", data.test), ("rotations", data.rotations)]
+        rows.append(("Trained on", ", ".join(
+            [f"kind: {data.kind}"] + [f"{name}: {', '.join(map(str, values))}" for name, values in splits if values]
+        )))
+    if training is not None:
+        iterations, tasks, seconds, device = (
+            "?" if value is None else str(value)
+            for value in (training.iterations, training.tasks_seen, training.wall_seconds, training.device)
         )
-        rows.append(("Trained on", described))
-    if training:
-        trained = (
-            f"{training.get('iterations', '?')} iterations, {training.get('tasks_seen', '?')} tasks, "
-            f"{training.get('wall_seconds', '?')} s on {training.get('device', '?')}"
-        )
-        rows.append(("Training", trained))
+        rows.append(("Training", f"{iterations} iterations, {tasks} tasks, {seconds} s on {device}"))
     protocol = validation_protocol(metadata)
     for measured in measured_metrics(metadata):
-        how = f" ({protocol}, measured during training)" if protocol and measured.split == "validation" else ""
+        how = f" ({protocol}, measured during training)" if protocol else ""
         rows.append((measured.label, measured.value + how))
-    heldout = metadata.get("heldout") or {}
-    by_setting: dict[tuple[int, int], list[str]] = {}
-    for result in heldout.get("results") or []:
-        by_setting.setdefault((result["way"], result["shot"]), []).append(
-            f"{rule_label(result['rule'])} {percent(result['accuracy'])} ± {100 * result['ci95']:.1f}"
-        )
-    for (way, shot), values in by_setting.items():
-        rows.append((f"Held-out test accuracy, {way}-way {shot}-shot", " · ".join(values)))
-    if heldout.get("classes"):
-        rows.append(("Held-out classes", f"{', '.join(heldout['classes'])} ({heldout.get('protocol', '')})"))
-    pretraining = training.get("pretraining")
-    if pretraining:
-        pretrained = (f"supervised, {pretraining.get('epochs')} epochs on {pretraining.get('classes')} training "
-                      f"classes, {pretraining.get('wall_seconds')} s")
+    heldout = metadata.heldout
+    if heldout is not None:
+        by_setting: dict[tuple[int, int], list[str]] = {}
+        for result in heldout.results:
+            by_setting.setdefault((result.way, result.shot), []).append(
+                f"{rule_label(result.rule)} {percent(result.accuracy)} ± {100 * result.ci95:.1f}"
+            )
+        for (way, shot), values in by_setting.items():
+            rows.append((f"Held-out test accuracy, {way}-way {shot}-shot", " · ".join(values)))
+        if heldout.classes:
+            rows.append(("Held-out classes", f"{', '.join(heldout.classes)} ({heldout.protocol})"))
+    pretraining = training.pretraining if training is not None else None
+    if pretraining is not None:
+        pretrained = (f"supervised, {pretraining.epochs} epochs on {pretraining.classes} training classes, "
+                      f"{pretraining.wall_seconds} s")
         rows.append(("Pre-training", pretrained))
-    shipped = metadata.get("shipped") or {}
-    if shipped.get("notes"):
-        rows.append(("Notes", str(shipped["notes"])))
-    if metadata.get("description"):
-        rows.append(("Description", str(metadata["description"])))
+    if metadata.shipped is not None and metadata.shipped.notes:
+        rows.append(("Notes", metadata.shipped.notes))
+    if metadata.description:
+        rows.append(("Description", metadata.description))
     return [{"field": field, "value": value or "—"} for field, value in rows]
 
 
-def heldout_table(checkpoints: list[tuple[str, dict[str, Any]]]) -> list[dict[str, str]]:
-    """One row per checkpoint and rule, one column per measured setting (``heldout`` metadata of shipped files)."""
+def heldout_table(checkpoints: list[tuple[str, CheckpointMetadata]]) -> list[dict[str, str]]:
+    """One row per checkpoint and rule, one column per measured setting (the held-out results of shipped files)."""
     rows = []
     for name, metadata in checkpoints:
         by_rule: dict[str, dict[str, str]] = {}
-        for result in (metadata.get("heldout") or {}).get("results") or []:
-            row = by_rule.setdefault(result["rule"], {"checkpoint": name, "rule": rule_label(result["rule"])})
-            row[f"{result['way']}-way {result['shot']}-shot"] = (
-                f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f} ({result['head_init']} head)"
+        for result in metadata.heldout.results if metadata.heldout is not None else ():
+            row = by_rule.setdefault(result.rule, {"checkpoint": name, "rule": rule_label(result.rule)})
+            row[f"{result.way}-way {result.shot}-shot"] = (
+                f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f} ({result.head_init} head)"
             )
         rows.extend(by_rule.values())
     return rows
 
 
-def render_checkpoint_summary(metadata: dict[str, Any]) -> None:
+def render_checkpoint_summary(metadata: CheckpointMetadata) -> None:
     # A static table wraps long values (training data, description) instead of cutting them off.
     st.table(checkpoint_rows(metadata), hide_index=True, hide_header=True, border="horizontal")
-    command = (metadata.get("training") or {}).get("command")
-    if command:
+    if metadata.training is not None and metadata.training.command:
         st.caption("Trained with:")
-        st.code(command, language="bash")
+        st.code(metadata.training.command, language="bash")

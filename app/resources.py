@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 import torch
 
+from core.checkpoint import CheckpointMetadata, file_sha256, load_learner
 from core.data.folders import FolderImageSet
 from core.data.images import ImageSpec, model_input_png, shown_image
 from core.data.omniglot import OmniglotImageSet
 from core.learner import Learner
-from core.model_io import file_sha256, load_learner
 from core.settings import REPO_ROOT, database_url
 from core.store import Store
 
@@ -35,12 +34,12 @@ def get_store() -> Store:
 
 
 @st.cache_resource(show_spinner="Loading the checkpoint…", max_entries=8)
-def _learner(path: str, sha256: str, rule: str, device: str) -> tuple[Learner, dict[str, Any]]:
+def _learner(path: str, sha256: str, rule: str, device: str) -> tuple[Learner, CheckpointMetadata]:
     # Keyed by the file's hash too: a checkpoint retrained in place is loaded afresh.
     return load_learner(path, rule=rule, device=device)
 
 
-def cached_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, dict[str, Any]]:
+def cached_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, CheckpointMetadata]:
     """A ``core.runs.LearnerLoader`` backed by the resource cache (path + file hash + rule + device)."""
     return _learner(str(path), file_sha256(path), rule, str(device))
 

@@ -15,8 +15,8 @@ import streamlit as st
 from app import charts
 from app.formatting import percent
 from app.resources import cached_loader, short_path
+from core.checkpoint import CheckpointError
 from core.device import pick_device
-from core.model_io import CheckpointError
 from core.rule_spread import DEFAULT_EPISODES, HeldOutDataMissing, RuleSpread, VarianceShares, rule_spread
 from core.settings import omniglot_root
 from core.store import AdaptationDetail, RunDetail

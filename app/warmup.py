@@ -70,17 +70,16 @@ def _first_adaptation() -> None:
 
     from app.resources import cached_loader
     from core.adapt import adapt
-    from core.checkpoints import find_checkpoints
+    from core.checkpoint import find_checkpoints, supported_rules
     from core.data.episode import Episode
     from core.device import pick_device
-    from core.model_io import supported_rules
 
-    entry = next((e for e in find_checkpoints() if e.error is None and e.metadata.get("image")), None)
-    if entry is None:
+    entry = next((e for e in find_checkpoints() if e.metadata is not None and e.metadata.is_image_classifier), None)
+    if entry is None or entry.metadata is None or entry.metadata.image is None:
         return
     device = pick_device()
-    image = entry.metadata["image"]
-    shape = (int(image["channels"]), int(image["size"]), int(image["size"]))
+    image = entry.metadata.image
+    shape = (image.channels, image.size, image.size)
     generator = torch.Generator().manual_seed(0)
     episode = Episode(
         support_images=torch.rand((2, *shape), generator=generator),

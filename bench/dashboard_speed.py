@@ -571,12 +571,11 @@ class Setup:
 def find_checkpoint(checkpoint_dir: Path) -> tuple[Path, str, list[str]]:
     """The checkpoint the Adapt page starts with (the folder's manifest default first) and the labels of the
     RULES it supports."""
-    from core.checkpoints import find_checkpoints
-    from core.model_io import supported_rules
+    from core.checkpoint import find_checkpoints, supported_rules
     from core.rules import rule_label
 
     for entry in find_checkpoints([checkpoint_dir]):
-        if entry.error is None and entry.metadata.get("image"):
+        if entry.metadata is not None and entry.metadata.is_image_classifier:
             rules = [r for r in RULES if r in supported_rules(entry.metadata)]
             return entry.path, entry.name, [rule_label(r) for r in rules]
     raise BenchError(f"no usable image-classification checkpoint in {checkpoint_dir}")
@@ -596,16 +595,14 @@ def find_omniglot() -> Path | None:
 def seed_stored_run(setup: Setup, database: Path) -> None:
     """A 20-way 1-shot run with ALFA and SGD, stored the way the Adapt page stores one (core.runs.run_rules):
     a real Omniglot episode from the checkpoint's held-out alphabets, else a synthetic upload episode."""
-    from core.data.images import ImageSpec
-    from core.model_io import supported_rules
+    from core.checkpoint import read_metadata, supported_rules
     from core.runs import run_rules
     from core.store import Store
-    from models.checkpoint import read_metadata
 
     metadata = read_metadata(setup.checkpoint_path)
-    spec = ImageSpec.from_dict(metadata["image"])
+    spec = metadata.image
     rules = [r for r in RULES if r in supported_rules(metadata)]
-    steps = int((metadata.get("inner_steps") or {}).get("eval") or (metadata.get("rule") or {}).get("steps") or 5)
+    steps = metadata.inner_steps.eval
     n_way, n_query = 20, 3
     started = time.perf_counter()
     if setup.omniglot_root is not None:
@@ -614,7 +611,7 @@ def seed_stored_run(setup: Setup, database: Path) -> None:
         from core.data.uploads import items_from_benchmark
 
         available = list_alphabets(setup.omniglot_root)
-        held_out = [a for a in ((metadata.get("training") or {}).get("data") or {}).get("test") or [] if a in available]
+        held_out = [a for a in metadata.heldout_classes if a in available]
         image_set = OmniglotImageSet(setup.omniglot_root, alphabets=held_out or None, spec=spec)
         if len(image_set.class_names) < n_way:
             image_set = OmniglotImageSet(setup.omniglot_root, alphabets=None, spec=spec)

@@ -23,21 +23,22 @@ def compare(path: Path, episodes: int, steps: int | None = None) -> list[dict]:
     import numpy as np
 
     from core.adapt import adapt, default_head_init
+    from core.checkpoint import load_learner, read_metadata
+    from core.checkpoint.format import read_header, read_tensors, write_file
     from core.config import config_from_dict
     from core.data.factory import build_image_set
     from core.data.sampler import EpisodeSampler
-    from core.model_io import load_learner
-    from core.shipping import EVAL_SEED, N_QUERY, SETTINGS
-    from models.checkpoint import load_checkpoint, save_checkpoint
+    from core.packaging import EVAL_SEED, N_QUERY, SETTINGS
 
-    tensors, metadata = load_checkpoint(path)
-    steps = steps or int(metadata["inner_steps"]["eval"])
-    test_set = build_image_set(config_from_dict(metadata["training"]["config"]), "test")
+    metadata = read_metadata(path)
+    steps = steps or metadata.inner_steps.eval
+    test_set = build_image_set(config_from_dict(dict(metadata.training.config)), "test")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         import torch
 
-        half_path = save_checkpoint(Path(folder) / "half.safetensors", tensors, metadata, dtype=torch.float16)
+        half_path = write_file(Path(folder) / "half.safetensors", read_tensors(path), read_header(path),
+                               dtype=torch.float16)
         full, _ = load_learner(path)
         half, _ = load_learner(half_path)
         for way, shot in SETTINGS:
@@ -69,10 +70,10 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--out", default="bench/results/half_precision.json")
     args = parser.parse_args()
-    from core.shipping import read_manifest
+    from core.checkpoint import read_manifest
+    from core.settings import SHIPPED_CHECKPOINT_DIR as folder
 
-    folder = ROOT / "assets" / "checkpoints"
-    paths = args.checkpoints or [folder / name for name in sorted(read_manifest(folder)["checkpoints"])]
+    paths = args.checkpoints or [folder / name for name in sorted(read_manifest(folder).checkpoints)]
     rows = [row for path in paths for row in compare(Path(path), args.episodes)]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"results": rows}, indent=2))

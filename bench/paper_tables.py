@@ -20,15 +20,15 @@ PAPER_SINE = {("maml", 5): "1.24 ± 0.21", ("maml", 10): "0.75 ± 0.15", ("maml"
               ("alfa_maml", 5): "0.92 ± 0.19", ("alfa_maml", 10): "0.62 ± 0.16", ("alfa_maml", 20): "0.34 ± 0.07"}
 
 
-def _training(meta: dict) -> str:
-    t = meta["training"]
-    return f"{t['tasks_seen']} tasks, {t['wall_seconds'] / 60:.1f} min"
+def _training(meta) -> str:
+    t = meta.training
+    return f"{t.tasks_seen} tasks, {t.wall_seconds / 60:.1f} min"
 
 
 def sine(episodes: int) -> list[dict]:
+    from core.checkpoint import load_learner
     from core.data.sine import SineTaskFamily
     from core.evaluate import evaluate_regression
-    from core.model_io import load_learner
 
     rows = []
     for method in ("maml", "alfa_maml"):
@@ -39,7 +39,7 @@ def sine(episodes: int) -> list[dict]:
                 continue
             learner, meta = load_learner(path)
             result = evaluate_regression(learner, SineTaskFamily(), shots, n_query=100, episodes=episodes,
-                                         steps=meta["inner_steps"]["eval"], seed=12345, progress=False)
+                                         steps=meta.inner_steps.eval, seed=12345, progress=False)
             rows.append({"method": method, "shots": shots, "mse": result.mean, "ci95": result.ci95,
                          "paper": PAPER_SINE[(method, shots)], "training": _training(meta), "checkpoint": str(path.relative_to(REPO))})
             print(f"{method:10s} {shots:2d}-shot  MSE {result.summary():16s} paper {PAPER_SINE[(method, shots)]:12s} ({_training(meta)})", flush=True)
@@ -47,10 +47,9 @@ def sine(episodes: int) -> list[dict]:
 
 
 def omniglot(episodes: int, heads: bool) -> list[dict]:
-    from core.config import config_from_dict
+    from core.checkpoint import load_learner
     from core.data.factory import build_image_set
     from core.evaluate import evaluate_classification
-    from core.model_io import load_learner
 
     rows = []
     for method in ("maml", "alfa_maml", "alfa_random"):
@@ -59,8 +58,8 @@ def omniglot(episodes: int, heads: bool) -> list[dict]:
             print(f"missing {path}: train it with python -m core train --config configs/omniglot/conv4_{method}.toml")
             continue
         _, meta = load_learner(path)
-        test_set = build_image_set(config_from_dict(meta["training"]["config"]), "test")
-        rules = [meta["rule"]["name"]] + (["sgd"] if method == "alfa_random" else [])
+        test_set = build_image_set(meta.training.train_config(), "test")
+        rules = [meta.rule.name] + (["sgd"] if method == "alfa_random" else [])
         for rule in rules:
             learner, _ = load_learner(path, rule=rule)
             for way, shot in ((5, 1), (5, 5), (20, 1)):
@@ -72,12 +71,12 @@ def omniglot(episodes: int, heads: bool) -> list[dict]:
                     # the two class-count-free ones at 20-way.
                     head_choices = ["learned", "prototype", "zero"] if way == learner.trained_n_classes else ["prototype", "zero"]
                 for head in head_choices:
-                    result = evaluate_classification(learner, test_set, way, shot, 15, episodes, meta["inner_steps"]["eval"],
+                    result = evaluate_classification(learner, test_set, way, shot, 15, episodes, meta.inner_steps.eval,
                                                      seed=12345, head_init=head, progress=False)
                     rows.append({"method": method, "rule": rule, "way": way, "shot": shot, "head_init": result.head_init,
                                  "accuracy": result.mean, "ci95": result.ci95, "episodes": episodes,
                                  "training": _training(meta), "checkpoint": str(path.relative_to(REPO)),
-                                 "test_alphabets": meta["training"]["data"]["test"], "seconds": round(result.seconds, 1)})
+                                 "test_alphabets": list(meta.heldout_classes), "seconds": round(result.seconds, 1)})
                     print(f"{method:12s} rule {rule:12s} {way:2d}-way {shot}-shot head {result.head_init:9s} "
                           f"{result.summary():18s} ({_training(meta)}; eval {result.seconds:.0f} s)", flush=True)
     return rows

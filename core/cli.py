@@ -10,8 +10,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "assets" / "checkpoints"
-
 
 def _die(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
@@ -56,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from core.checkpoint.metadata import pretraining_dict
     from core.config import load_config
     from core.pretrain import Pretrainer, load_pretrained, pretrained_path
 
@@ -75,24 +74,34 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             Pretrainer(config, device=args.device, progress=not args.no_progress).run()
     except KeyboardInterrupt:
         return 130
-    _, summary = load_pretrained(config)
-    print(json.dumps(summary, indent=2))
+    _, record = load_pretrained(config)
+    print(json.dumps(pretraining_dict(record), indent=2))
     return 0
 
 
-def _evaluation_set(args, metadata):
+def _training_config(metadata, what: str):
+    """The checkpoint's training config (``core.config.TrainConfig``); ``ValueError`` saying what is missing."""
     from core.config import config_from_dict
+
+    if metadata.training is None or metadata.training.config is None:
+        raise ValueError(f"this checkpoint does not record its training config; {what}")
+    return config_from_dict(dict(metadata.training.config))
+
+
+def _image_spec(metadata):
+    if metadata.image is None:
+        raise ValueError(f"{metadata.name} is not an image model: its metadata has no image preprocessing")
+    return metadata.image
+
+
+def _evaluation_set(args, metadata):
     from core.data.factory import build_image_set
     from core.data.folders import FolderImageSet
-    from core.data.images import ImageSpec
 
-    spec = ImageSpec.from_dict(metadata["image"])
+    spec = _image_spec(metadata)
     if args.folder:
         return FolderImageSet(args.folder, args.split, spec, name=Path(args.folder).name)
-    raw = metadata.get("training", {}).get("config")
-    if not raw:
-        raise ValueError("this checkpoint does not record its training data; pass --folder ROOT [--split NAME]")
-    config = config_from_dict(raw)
+    config = _training_config(metadata, "pass --folder ROOT [--split NAME]")
     if args.data_root:
         config.data.root = args.data_root
     role = args.split or "test"
@@ -104,25 +113,29 @@ def _evaluation_set(args, metadata):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.checkpoint import load_learner
     from core.device import pick_device
     from core.evaluate import evaluate_classification, evaluate_regression
-    from core.model_io import load_learner
 
     device = pick_device(args.device)
     args.checkpoint = _checkpoint(args)
     learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
-    steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
+    steps = args.steps if args.steps is not None else metadata.inner_steps.eval
     if learner.task_kind == "regression":
         from core.data.sine import SineTaskFamily
 
+        shot = args.shot or _training_config(metadata, "pass --shot").task.k_shot
         result = evaluate_regression(
-            learner, SineTaskFamily(), args.shot or metadata["training"]["config"]["task"]["k_shot"],
-            episodes=args.episodes, steps=steps, seed=args.seed, progress=not args.json,
+            learner, SineTaskFamily(), shot, episodes=args.episodes, steps=steps, seed=args.seed,
+            progress=not args.json,
         )
     else:
         image_set = _evaluation_set(args, metadata)
+        way = args.way or metadata.trained_way
+        if way is None:
+            raise ValueError("this checkpoint does not record its class count; pass --way")
         result = evaluate_classification(
-            learner, image_set, args.way or metadata.get("n_way") or 5, args.shot or 1, args.query, args.episodes,
+            learner, image_set, way, args.shot or 1, args.query, args.episodes,
             steps, seed=args.seed, head_init=args.head_init, progress=not args.json,
         )
     payload = {"checkpoint": str(args.checkpoint), "device": str(device), **result.to_dict()}
@@ -137,23 +150,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from core.adapt import adapt
+    from core.checkpoint import load_learner
     from core.data.folders import load_episode_folder
-    from core.data.images import ImageSpec
     from core.device import pick_device
-    from core.model_io import load_learner
 
     device = pick_device(args.device)
     args.checkpoint = _checkpoint(args)
     learner, metadata = load_learner(args.checkpoint, rule=args.rule, device=device)
     if learner.task_kind != "classification":
         return _die("adapt works with image-classification checkpoints")
-    episode = load_episode_folder(args.episode, ImageSpec.from_dict(metadata["image"]))
+    episode = load_episode_folder(args.episode, _image_spec(metadata))
     skipped = episode.provenance["skipped_files"]
     if skipped:
         # On stderr, so --json output stays one JSON document; the JSON carries the list too.
         print(f"skipped {len(skipped)} file(s) that are not images by their extension: {', '.join(skipped)}",
               file=sys.stderr)
-    steps = args.steps if args.steps is not None else metadata.get("inner_steps", {}).get("eval", 5)
+    steps = args.steps if args.steps is not None else metadata.inner_steps.eval
     result = adapt(learner, episode, steps=steps, head_init=args.head_init, device=device)
     names = result.class_names
     rows = []
@@ -179,66 +191,87 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> Path:
     """``--checkpoint``, or the shipped default named in ``assets/checkpoints/MANIFEST.json``."""
-    from core.shipping import default_checkpoint
+    from core import settings
+    from core.checkpoint import default_checkpoint
 
     if args.checkpoint is not None:
         return args.checkpoint
-    default = default_checkpoint(DEFAULT_CHECKPOINT_DIR)
+    folder = settings.SHIPPED_CHECKPOINT_DIR
+    default = default_checkpoint(folder)
     if default is None or not default.is_file():
-        raise FileNotFoundError(
-            f"no --checkpoint given and no shipped default in {DEFAULT_CHECKPOINT_DIR}; pass --checkpoint PATH"
-        )
+        raise FileNotFoundError(f"no --checkpoint given and no shipped default in {folder}; pass --checkpoint PATH")
     return default
 
 
+def _earlier_measurement(row: dict, source: str):
+    """An earlier held-out measurement, from a JSON row (``bench/results/*.json``, the packaging cache)."""
+    from core.packaging import EarlierMeasurement
+
+    try:
+        return EarlierMeasurement(
+            rule=str(row["rule"]), way=int(row["way"]), shot=int(row["shot"]), head_init=str(row["head_init"]),
+            episodes=int(row["episodes"]), accuracy=float(row["accuracy"]), ci95=float(row["ci95"]),
+            seconds=float(row["seconds"]), source=source,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{source}: a measurement row lacks or mistypes {error}: {row}") from None
+
+
 def cmd_package(args: argparse.Namespace) -> int:
-    from core.model_io import read_metadata, supported_rules
-    from core.shipping import measure_heldout, package
-    from models.checkpoint import file_sha256
+    import dataclasses
+
+    from core import settings
+    from core.checkpoint import file_sha256, read_metadata, supported_rules
+    from core.packaging import measure_heldout, package
 
     metadata = read_metadata(args.checkpoint)
-    if not (metadata.get("training") or {}).get("config"):
+    if metadata.training is None or metadata.training.config is None:
         return _die(f"{args.checkpoint} does not record its training config, so its held-out classes are unknown")
     reuse = []
     for path in args.reuse or []:
         for row in json.loads(Path(path).read_text()):
             if Path(row.get("checkpoint", "")).resolve() == args.checkpoint.resolve():
-                reuse.append({**row, "source": str(path)})
+                reuse.append(_earlier_measurement(row, str(path)))
     # Measurements of this exact file are cached as they are made, so an interrupted run picks up where it stopped.
     cache = args.cache_dir / f"{file_sha256(args.checkpoint)[:16]}.jsonl"
     if cache.is_file():
-        reuse += [{**json.loads(line), "source": str(cache)} for line in cache.read_text().splitlines() if line.strip()]
+        reuse += [_earlier_measurement(json.loads(line), str(cache))
+                  for line in cache.read_text().splitlines() if line.strip()]
 
-    def remember(row: dict) -> None:
+    def remember(row) -> None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+            handle.write(json.dumps(dataclasses.asdict(row)) + "\n")
 
     rules = supported_rules(metadata)
     results = measure_heldout(args.checkpoint, rules, episodes=args.episodes, reuse=reuse, on_row=remember,
                               log=lambda line: print(line, file=sys.stderr, flush=True))
-    out = package(args.checkpoint, args.out, args.name, args.title, results, half_precision=args.half,
-                  default=args.default, notes=args.notes or "")
-    print(json.dumps({"file": str(out), "bytes": out.stat().st_size, "results": results}, indent=2))
+    out = package(args.checkpoint, args.out or settings.SHIPPED_CHECKPOINT_DIR, args.name, args.title, results,
+                  half_precision=args.half, default=args.default, notes=args.notes or "")
+    rows = [dataclasses.asdict(row) for row in results]
+    print(json.dumps({"file": str(out), "bytes": out.stat().st_size, "results": rows}, indent=2))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from core.model_io import read_metadata, supported_rules
+    from core.checkpoint import read_metadata, supported_rules
 
     metadata = read_metadata(_checkpoint(args))
     if args.json:
-        print(json.dumps(metadata, indent=2))
+        print(json.dumps(metadata.verbatim(), indent=2))
         return 0
-    training = metadata.get("training", {})
-    print(f"name:      {metadata.get('name')}")
-    print(f"backbone:  {metadata['backbone']}")
-    print(f"rule:      {metadata['rule']} (supports: {', '.join(supported_rules(metadata))})")
-    print(f"head:      {metadata.get('head_init')}")
-    print(f"image:     {metadata.get('image')}")
-    print(f"trained:   {training.get('tasks_seen')} tasks, {training.get('wall_seconds')} s on {training.get('device')}")
-    print(f"command:   {training.get('command')}")
-    print(f"metrics:   {json.dumps(metadata.get('metrics', {}))}")
+    training = metadata.training
+    validation = metadata.validation
+    print(f"name:      {metadata.name}")
+    print(f"backbone:  {metadata.backbone.config}")
+    print(f"rule:      {metadata.rule.config} (supports: {', '.join(supported_rules(metadata))})")
+    print(f"head:      {metadata.head_init}")
+    print(f"image:     {None if metadata.image is None else metadata.image.to_dict()}")
+    if training is not None:
+        print(f"trained:   {training.tasks_seen} tasks, {training.wall_seconds} s on {training.device}")
+        print(f"command:   {training.command}")
+    if validation is not None:
+        print(f"validation: {validation.metric} {validation.mean:.4f} ± {validation.ci95 or 0:.4f}")
     return 0
 
 
@@ -298,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--checkpoint", required=True, type=Path)
     pack.add_argument("--name", required=True, help="file name (without .safetensors) under --out")
     pack.add_argument("--title", required=True, help="one line shown in the dashboard and the manifest")
-    pack.add_argument("--out", type=Path, default=DEFAULT_CHECKPOINT_DIR)
+    pack.add_argument("--out", type=Path, help="default: assets/checkpoints")
     pack.add_argument("--episodes", type=int, default=600)
     pack.add_argument("--half", action="store_true", help="store float tensors in half precision")
     pack.add_argument("--default", action="store_true", help="make it the default checkpoint")
@@ -313,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from core.checkpoint import CheckpointError
     from core.config import ConfigError
     from core.data.images import ImageError
-    from models.checkpoint import CheckpointError
 
     try:
         return args.func(args)

@@ -5,7 +5,7 @@ The backbone gets a linear head over every training class (rotated Omniglot char
 in meta-training) and is trained with cross-entropy, SGD with momentum and a cosine-annealed rate. Only the
 feature extractor is kept: meta-training starts from it with its own few-way head. The stage is resumable per
 epoch (``<output>.state.safetensors``) and its output records what it did, so a meta-trained checkpoint can say
-exactly where its initialisation came from.
+exactly where its initialisation came from (``core.checkpoint.PretrainingRecord``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core.checkpoint.format import (
+    PRETRAINED_BACKBONE,
+    PRETRAINING_STATE,
+    CheckpointError,
+    file_sha256,
+    read_header,
+    read_tensors,
+    write_file,
+)
+from core.checkpoint.metadata import PretrainingRecord
+from core.checkpoint.training_state import PretrainingProgress, launch_command, read_state, write_state
 from core.config import TrainConfig
+from core.data.factory import build_image_set
 from core.device import pick_device
-from models.backbones import build_backbone
-from models.checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint, split_prefix
-
-PRETRAINED_KIND = "pretrained_backbone"
+from models.backbones import build_backbone, head_names
 
 
 def pretrained_path(config: TrainConfig) -> Path:
@@ -58,9 +67,6 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
 
 class Pretrainer:
     def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True):
-        from core.data.factory import build_image_set
-        from core.train import launch_command
-
         if config.pretrain.epochs < 1:
             raise ValueError("pretrain.epochs is 0: nothing to pre-train")
         self.config = config
@@ -118,31 +124,21 @@ class Pretrainer:
         return {"epoch": epoch + 1, "loss": total_loss / seen, "accuracy": correct / seen, "lr": self.lr(epoch)}
 
     def save_state(self) -> None:
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        metadata = {"kind": "pretraining_state", "epoch": self.epoch, "wall_seconds": self.wall_seconds,
-                    "history": self.history, "recipe": _recipe(self.config)}
-        save_checkpoint(self.state_path, tensors, metadata)
+        progress = PretrainingProgress(self.epoch, self.wall_seconds, self.history, _recipe(self.config))
+        write_state(self.state_path, {"model": self.model.state_dict()}, self.optimizer, progress)
 
     def load_state(self) -> bool:
         if not self.state_path.is_file():
             return False
-        tensors, metadata = load_checkpoint(self.state_path, device=self.device)
-        if metadata.get("recipe") != _recipe(self.config):
+        state = read_state(self.state_path, PRETRAINING_STATE, device=self.device)
+        progress: PretrainingProgress = state.progress
+        if progress.recipe != _recipe(self.config):
             raise ValueError(f"{self.state_path} was written by a different pre-training recipe; delete it or change pretrain.output")
-        self.model.load_state_dict(split_prefix(tensors, "model"))
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in split_prefix(tensors, "optim").items():
-            index, key = name.split(".", 1)
-            state.setdefault(int(index), {})[key] = value
-        optimizer_state = self.optimizer.state_dict()
-        optimizer_state["state"] = state
-        self.optimizer.load_state_dict(optimizer_state)
-        self.epoch = int(metadata["epoch"])
-        self.wall_seconds = float(metadata["wall_seconds"])
-        self.history = list(metadata["history"])
+        self.model.load_state_dict(state.module("model"))
+        state.restore_optimizer(self.optimizer)
+        self.epoch = progress.epoch
+        self.wall_seconds = progress.wall_seconds
+        self.history = list(progress.history)
         return True
 
     def run(self) -> Path:
@@ -159,10 +155,11 @@ class Pretrainer:
             print(f"pretrain epoch {self.epoch}: loss {record['loss']:.4f}, train accuracy {100 * record['accuracy']:.2f}%",
                   file=sys.stderr)
             self.save_state()
-        features = {k: v for k, v in self.model.state_dict().items() if not k.startswith("head.")}
+        head = set(head_names(self.model))  # the head over all training classes is not kept
+        features = {k: v for k, v in self.model.state_dict().items() if k not in head}
         config = self.config
-        metadata = {
-            "kind": PRETRAINED_KIND,
+        header = {
+            "kind": PRETRAINED_BACKBONE,
             "recipe": _recipe(config),
             "command": self.command,
             "classes": len(self.class_names),
@@ -173,36 +170,40 @@ class Pretrainer:
             "device": str(self.device),
             "history": self.history,
         }
-        save_checkpoint(self.output, features, metadata)
+        write_file(self.output, features, header)
         self.state_path.unlink(missing_ok=True)
         return self.output
 
 
-def load_pretrained(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The pre-trained feature weights for ``config`` and a summary for checkpoint metadata.
+def load_pretrained(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], PretrainingRecord]:
+    """The pre-trained feature weights for ``config`` and the record a meta-trained checkpoint keeps of them.
 
     Refuses a file made with another backbone, training split or recipe: starting from it would silently make
     the run something other than what its config says.
     """
     path = pretrained_path(config)
-    tensors, metadata = load_checkpoint(path, device=device)
-    if metadata.get("kind") != PRETRAINED_KIND:
+    header = read_header(path)
+    if header.get("kind") != PRETRAINED_BACKBONE:
         raise CheckpointError(f"{path} is not a pre-trained backbone file")
-    if metadata.get("recipe") != _recipe(config):
+    if header.get("recipe") != _recipe(config):
         raise CheckpointError(
             f"{path} was pre-trained with another backbone, training split or recipe than this config asks for; "
             "delete it or point pretrain.output elsewhere"
         )
-    summary = {
-        "file": str(path),
-        "sha256": file_sha256(path),
-        "command": metadata["command"],
-        "epochs": metadata["epochs"],
-        "classes": metadata["classes"],
-        "images": metadata["images"],
-        "data": metadata["data"],
-        "wall_seconds": metadata["wall_seconds"],
-        "final_train_accuracy": metadata["history"][-1]["accuracy"] if metadata["history"] else None,
-        "recipe": metadata["recipe"]["pretrain"],
-    }
-    return tensors, summary
+    try:
+        record = PretrainingRecord(
+            file=str(path),
+            sha256=file_sha256(path),
+            command=str(header["command"]),
+            epochs=int(header["epochs"]),
+            classes=int(header["classes"]),
+            images=int(header["images"]),
+            train=tuple(header["data"]["train"]),
+            rotations=tuple(header["data"]["rotations"]),
+            wall_seconds=float(header["wall_seconds"]),
+            final_train_accuracy=float(header["history"][-1]["accuracy"]) if header["history"] else None,
+            recipe=dict(header["recipe"]["pretrain"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise CheckpointError(f"{path}: pre-trained backbone header is incomplete ({error!r})") from None
+    return read_tensors(path, device=device), record

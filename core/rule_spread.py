@@ -21,13 +21,11 @@ import torch
 
 from core import settings
 from core.adapt import adapt
+from core.checkpoint import CheckpointMetadata, file_sha256, load_learner, read_metadata
 from core.data.folders import FolderImageSet
-from core.data.images import ImageSpec
 from core.data.omniglot import OmniglotImageSet, list_alphabets
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.learner import Learner
-from core.model_io import load_learner
-from models.checkpoint import file_sha256, read_metadata
 
 __all__ = [
     "DEFAULT_EPISODES",
@@ -47,7 +45,7 @@ DEFAULT_QUERIES = 5  # queries per class: they only give the episodes' accuracy,
 QUANTITIES = ("alpha", "beta")
 
 # (checkpoint path, rule, device) -> (learner, metadata), as core.runs.LearnerLoader: the app passes its cache.
-LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, dict[str, Any]]]
+LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, CheckpointMetadata]]
 
 
 class HeldOutDataMissing(FileNotFoundError):
@@ -205,22 +203,22 @@ def spread_of_traces(traces: Sequence[list[dict[str, dict[str, float]]]]) -> lis
     return result
 
 
-def heldout_image_set(metadata: dict[str, Any], omniglot_root: str | Path | None = None) -> tuple[LabelledImageSet, str]:
+def heldout_image_set(
+    metadata: CheckpointMetadata, omniglot_root: str | Path | None = None
+) -> tuple[LabelledImageSet, str]:
     """The checkpoint's held-out (test) classes as an image set, and a description of them in words.
 
-    Read from ``metadata["training"]["data"]``: Omniglot alphabets listed under ``test`` (found under
+    Read from the training data the metadata records: Omniglot alphabets listed under ``test`` (found under
     ``omniglot_root``, else the recorded root, else ``core.settings.omniglot_root``), or the ``test`` split of a
     folder dataset. Raises :class:`HeldOutDataMissing` with a one-line reason when they are not here.
     """
-    data = (metadata.get("training") or {}).get("data") or {}
-    test = list(data.get("test") or [])
-    if not metadata.get("image"):
+    spec = metadata.image
+    if spec is None:
         raise HeldOutDataMissing("this checkpoint is not an image classifier, so it has no held-out image classes")
-    spec = ImageSpec.from_dict(metadata["image"])
-    kind = data.get("kind")
-    recorded_root = data.get("root")
-    if recorded_root in (None, "", "(default)"):
-        recorded_root = None
+    data = metadata.training.data if metadata.training is not None else None
+    test = list(metadata.heldout_classes)
+    kind = data.kind if data is not None else None
+    recorded_root = data.root if data is not None else None
     if not test:
         raise HeldOutDataMissing("the checkpoint does not record its held-out (test) classes")
     if kind == "omniglot":
@@ -243,7 +241,7 @@ def heldout_image_set(metadata: dict[str, Any], omniglot_root: str | Path | None
     raise HeldOutDataMissing(f"held-out data of kind {kind!r} cannot be read here (Omniglot and folders can)")
 
 
-def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, dict[str, Any]]:
+def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, CheckpointMetadata]:
     return load_learner(path, rule=rule, device=device)
 
 

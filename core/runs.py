@@ -32,16 +32,22 @@ import torch
 from PIL import Image
 
 from core.adapt import AdaptationResult, adapt
-from core.checkpoints import find_checkpoints
+from core.checkpoint import (
+    CheckpointError,
+    CheckpointMetadata,
+    file_sha256,
+    find_checkpoints,
+    load_learner,
+    read_metadata,
+    supported_rules,
+)
 from core.data.episode import Episode
 from core.data.images import ImageSpec, decode_image
 from core.data.uploads import EpisodeImage, ImageFile
 from core.device import describe_device
 from core.learner import Learner
-from core.model_io import load_learner, supported_rules
 from core.rules import rule_label
 from core.store import RUN_SOURCES, AdaptationInput, CheckpointInput, EpisodeItemInput, ImageInput, RunInput, Store
-from models.checkpoint import CheckpointError, file_sha256, read_metadata
 
 __all__ = [
     "LearnerLoader",
@@ -58,7 +64,7 @@ __all__ = [
 ]
 
 # (checkpoint path, rule, device) -> (learner, metadata); must return a learner the caller may only read.
-LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, dict[str, Any]]]
+LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, CheckpointMetadata]]
 
 
 @dataclass(frozen=True)
@@ -87,31 +93,32 @@ class RunFailed(RuntimeError):
         self.error = error
 
 
-def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, dict[str, Any]]:
+def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, CheckpointMetadata]:
     return load_learner(path, rule=rule, device=device)
 
 
-def checkpoint_spec(metadata: dict[str, Any], name: str = "checkpoint") -> ImageSpec:
+def checkpoint_spec(metadata: CheckpointMetadata, name: str = "checkpoint") -> ImageSpec:
     """The image preprocessing of an image-classification checkpoint; ``ValueError`` for any other kind."""
-    if metadata.get("task_kind", "classification") != "classification" or not metadata.get("image"):
+    if not metadata.is_image_classifier or metadata.image is None:
         raise ValueError(
-            f"{name} is not an image-classification checkpoint (task {metadata.get('task_kind')!r}); "
+            f"{name} is not an image-classification checkpoint (task {metadata.task_kind!r}); "
             f"pick one trained on images"
         )
-    return ImageSpec.from_dict(metadata["image"])
+    return metadata.image
 
 
-def checkpoint_record(path: str | Path, metadata: dict[str, Any], sha256: str | None = None) -> CheckpointInput:
-    """The store's description of a checkpoint file (identified by the hash of its bytes)."""
+def checkpoint_record(path: str | Path, metadata: CheckpointMetadata, sha256: str | None = None) -> CheckpointInput:
+    """The store's description of a checkpoint file (identified by the hash of its bytes); the metadata is
+    kept as the file holds it."""
     path = Path(path)
     return CheckpointInput(
-        name=str(metadata.get("name") or path.stem),
+        name=metadata.name or path.stem,
         path=str(path),
         file_sha256=sha256 or file_sha256(path),
-        backbone=dict(metadata.get("backbone") or {}),
-        rule=dict(metadata.get("rule") or {}),
-        image_spec=dict(metadata.get("image") or {}),
-        metadata=metadata,
+        backbone=metadata.backbone.config,
+        rule=metadata.rule.config,
+        image_spec={} if metadata.image is None else metadata.image.to_dict(),
+        metadata=metadata.verbatim(),
     )
 
 
@@ -173,7 +180,7 @@ def run_rules(
     """Adapt ``episode`` with each of ``rules`` and store the run; returns its id (see the module docstring).
 
     ``items`` are the files of the episode's images (``core.data.uploads``). ``loader`` defaults to
-    :func:`core.model_io.load_learner`; whatever it returns is never modified. Raises :class:`RunFailed`
+    :func:`core.checkpoint.load_learner`; whatever it returns is never modified. Raises :class:`RunFailed`
     (carrying ``run_id``) when a rule failed and the run was stored as failed.
     """
     started = time.perf_counter()
@@ -210,7 +217,7 @@ def run_rules(
         n_query=int(episode.provenance.get("n_query") or len(query_items)),
         seed=seed,
         checkpoint=checkpoint_record(path, metadata),
-        checkpoint_name=str(metadata.get("name") or path.stem),
+        checkpoint_name=metadata.name or path.stem,
         device=describe_device(device),
         steps=steps,
         class_names=list(episode.class_names),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from core.checkpoint import (
+    CheckpointMetadata,
+    InnerSteps,
+    PretrainingRecord,
+    TrainingData,
+    TrainingRecord,
+    ValidationResult,
+    learner_metadata,
+    save_learner,
+)
+from core.checkpoint.format import TRAINING_STATE
+from core.checkpoint.training_state import TrainingProgress, launch_command, read_state, write_state
 from core.config import TrainConfig
 from core.data.factory import build_image_set, image_spec
 from core.data.sampler import EpisodeSampler
@@ -31,16 +42,8 @@ from core.learner import Learner
 from core.meta.batched import BatchedMAMLGradient
 from core.meta.maml import MAMLGradient, Task, multi_step_weights
 from core.meta.recompute import RecomputingMAMLGradient
-from core.model_io import code_version, learner_tensors, save_learner
-from models.checkpoint import load_checkpoint, save_checkpoint, split_prefix
-
-
-def launch_command() -> str:
-    """The command line that started this process, as a user would retype it."""
-    args = [shlex.quote(a) for a in sys.argv[1:]]
-    if sys.argv and sys.argv[0].endswith(("core/__main__.py", "core\\__main__.py")):
-        return " ".join(["python -m core", *args])
-    return " ".join([shlex.quote(sys.argv[0]) if sys.argv else "python", *args])
+from core.pretrain import Pretrainer, load_pretrained, pretrained_path
+from models.backbones import head_names
 
 
 def episode_task(episode, device) -> Task:
@@ -88,7 +91,7 @@ class Trainer:
         self.best_score: float | None = None
         self.wall_seconds = 0.0
         self.history: list[dict[str, Any]] = []
-        self.pretraining: dict[str, Any] | None = None
+        self.pretraining: PretrainingRecord | None = None
         if task_kind == "classification":
             self.train_set = build_image_set(config, "train")
             self.val_set = build_image_set(config, "val") if config.data.val else None
@@ -160,58 +163,54 @@ class Trainer:
         return {"metric": "accuracy", "mean": result.mean, "ci95": result.ci95, "score": result.mean}
 
     # ----- files -------------------------------------------------------------------------------------
-    def checkpoint_metadata(self, validation: dict[str, Any] | None) -> dict[str, Any]:
+    def checkpoint_metadata(self, validation: dict[str, Any] | None) -> CheckpointMetadata:
+        """What a deployable checkpoint of this run records (``core.checkpoint.CheckpointMetadata``)."""
         config = self.config
-        data: dict[str, Any] = {"kind": config.data.kind, "root": str(config.data.root or "(default)")}
-        if config.data.kind != "sine":
-            data.update(train=config.data.train, val=config.data.val, test=config.data.test, rotations=config.data.rotations)
-        return {
-            "name": config.name,
-            "description": config.description,
-            "image": image_spec(config).to_dict() if config.data.kind != "sine" else None,
-            "n_way": config.task.n_way if config.data.kind != "sine" else None,
-            "inner_steps": {"train": config.meta.inner_steps, "eval": config.meta.eval_inner_steps},
-            "training": {
-                "command": self.command,
-                "config": config.to_dict(),
-                "data": data,
-                "iterations": self.iteration,
-                "tasks_seen": self.iteration * config.meta.meta_batch,
-                "wall_seconds": round(self.wall_seconds, 1),
-                "device": str(self.device),
-                "algorithm": config.meta.algorithm,
-                "skipped_nonfinite_steps": self.skipped_steps,
-                "pretraining": self.pretraining,
-            },
-            "metrics": {"validation": validation} if validation else {},
-            "code_version": code_version(),
-        }
+        data = config.data
+        # Only an image classifier has an image preprocessing and a class count per episode.
+        classifier = self.learner.task_kind == "classification"
+        training = TrainingRecord(
+            command=self.command,
+            config=config.to_dict(),
+            data=TrainingData(kind=data.kind, root=str(data.root) if data.root else None, train=tuple(data.train),
+                              val=tuple(data.val), test=tuple(data.test), rotations=tuple(data.rotations)),
+            iterations=self.iteration,
+            tasks_seen=self.iteration * config.meta.meta_batch,
+            wall_seconds=round(self.wall_seconds, 1),
+            device=str(self.device),
+            estimator=config.meta.estimator,
+            skipped_nonfinite_steps=self.skipped_steps,
+            pretraining=self.pretraining,
+        )
+        return learner_metadata(
+            self.learner,
+            name=config.name,
+            description=config.description,
+            image=image_spec(config) if classifier else None,
+            n_way=config.task.n_way if classifier else None,
+            inner_steps=InnerSteps(train=config.meta.inner_steps, eval=config.meta.eval_inner_steps),
+            training=training,
+            validation=None if validation is None else ValidationResult(
+                metric=validation["metric"], mean=validation["mean"], ci95=validation["ci95"],
+                score=validation["score"],
+            ),
+        )
 
     def save_state(self) -> None:
-        tensors = {f"learner.{k}": v for k, v in learner_tensors(self.learner).items()}
-        optimizer_state = self.optimizer.state_dict()
-        for index, state in optimizer_state["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        metadata = {
-            "kind": "training_state",
-            "iteration": self.iteration,
-            "best_score": self.best_score,
-            "skipped_steps": self.skipped_steps,
-            "wall_seconds": self.wall_seconds,
-            "history": self.history,
-            "pretraining": self.pretraining,
-            "param_groups": optimizer_state["param_groups"],
-            "config": self.config.to_dict(),
-        }
-        save_checkpoint(self.output / "state.safetensors", tensors, metadata)
+        progress = TrainingProgress(
+            iteration=self.iteration, best_score=self.best_score, skipped_steps=self.skipped_steps,
+            wall_seconds=self.wall_seconds, history=self.history, pretraining=self.pretraining,
+            config=self.config.to_dict(),
+        )
+        write_state(self.output / "state.safetensors", {"learner": self.learner.state_dict()}, self.optimizer, progress)
 
     def load_state(self) -> bool:
         path = self.output / "state.safetensors"
         if not path.is_file():
             return False
-        tensors, metadata = load_checkpoint(path, device=self.device)
-        saved, current = dict(metadata.get("config") or {}), self.config.to_dict()
+        state = read_state(path, TRAINING_STATE, device=self.device)
+        progress: TrainingProgress = state.progress
+        saved, current = dict(progress.config), self.config.to_dict()
         # Changing the length of the run is what resuming is for; anything else would mix two experiments.
         for config in (saved, current):
             config["meta"] = {k: v for k, v in config.get("meta", {}).items() if k != "iterations"}
@@ -225,31 +224,25 @@ class Trainer:
                 f"{path} was written by a different config (differs in: {', '.join(changed)}); resume with the "
                 "same config (only meta.iterations, data.root, data.download, [validation] and [checkpoint] may change), or choose another output_dir"
             )
-        self.learner.load_state_dict(split_prefix(tensors, "learner"))
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in split_prefix(tensors, "optim").items():
-            index, key = name.split(".", 1)
-            state.setdefault(int(index), {})[key] = value
-        self.optimizer.load_state_dict({"state": state, "param_groups": metadata["param_groups"]})
-        self.iteration = int(metadata["iteration"])
-        self.best_score = metadata["best_score"]
-        self.skipped_steps = int(metadata.get("skipped_steps", 0))
-        self.wall_seconds = float(metadata["wall_seconds"])
-        self.history = list(metadata["history"])
-        self.pretraining = metadata.get("pretraining")
+        self.learner.load_state_dict(state.module("learner"))
+        state.restore_optimizer(self.optimizer)
+        self.iteration = progress.iteration
+        self.best_score = progress.best_score
+        self.skipped_steps = progress.skipped_steps
+        self.wall_seconds = progress.wall_seconds
+        self.history = list(progress.history)
+        self.pretraining = progress.pretraining
         return True
 
     def start_from_pretrained(self) -> None:
         """Load the supervised pre-trained features (pre-training first when its file is missing)."""
-        from core.pretrain import Pretrainer, load_pretrained, pretrained_path
-
         if not pretrained_path(self.config).is_file():
             Pretrainer(self.config, device=str(self.device), command=self.command, progress=self.progress).run()
         tensors, self.pretraining = load_pretrained(self.config, device=self.device)
         backbone = self.learner.backbone
-        own = {k for k in backbone.state_dict() if not k.startswith("head.")}
+        own = set(backbone.state_dict()) - set(head_names(backbone))
         if set(tensors) != own:
-            raise ValueError(f"{self.pretraining['file']} does not hold this backbone's feature weights")
+            raise ValueError(f"{self.pretraining.file} does not hold this backbone's feature weights")
         with torch.no_grad():
             for name, tensor in backbone.state_dict().items():
                 if name in tensors:

@@ -17,11 +17,9 @@ from app.resources import cached_loader, get_store, run_executor, short_path
 from app.run_progress import follow
 from app.sources import BENCHMARK, CHOICE_LABELS, Prepared, Readiness, benchmark, own_images
 from app.views import RUNS_PAGE, render_run
-from core.checkpoints import find_checkpoints
+from core.checkpoint import find_checkpoints, supported_rules
 from core.data.domain import stroke_domain_of
-from core.data.images import ImageSpec
 from core.device import describe_device, pick_device
-from core.model_io import supported_rules
 from core.rules import default_selection
 from core.runs import RunTicket, start_run
 
@@ -78,10 +76,12 @@ with st.expander("About this checkpoint"):
 if len(entries) > len(usable):
     st.caption(f"{len(entries) - len(usable)} other file(s) cannot be used here; see the Checkpoints page.")
 try:
-    spec = ImageSpec.from_dict(metadata["image"])
+    spec = metadata.image
+    if spec is None:
+        raise ValueError("it records no image preprocessing")
     rule_options = supported_rules(metadata)
-    trained_classes = int((metadata.get("backbone") or {}).get("n_classes") or metadata.get("n_way") or 0)
-except (KeyError, TypeError, ValueError) as error:
+    trained_classes = metadata.trained_way or 0
+except ValueError as error:
     st.error(f"{checkpoint.path}: its metadata is incomplete ({error})")
     st.stop()
 spec_json = json.dumps(spec.to_dict(), sort_keys=True)
@@ -103,7 +103,7 @@ readiness: Readiness
 if source == BENCHMARK:
     prepared, readiness = benchmark.render(metadata, spec, spec_json, model_view)
 else:
-    prepared, readiness = own_images.render(source, spec, stroke_domain_of(metadata), model_view)
+    prepared, readiness = own_images.render(source, spec, stroke_domain_of(spec, metadata.dataset_kind), model_view)
 if readiness.warnings:
     st.warning("Worth a look before running:\n" + "\n".join(f"- {w}" for w in readiness.warnings))
 
@@ -114,7 +114,7 @@ left, middle, right = st.columns([3, 2, 2])
 rules = left.multiselect(
     "Inner-loop rules", rule_options, default=default_selection(rule_options), format_func=rule_label, key=f"rules_{checkpoint.path}",
 )
-trained_steps = int((metadata.get("inner_steps") or {}).get("eval") or (metadata.get("rule") or {}).get("steps") or 5)
+trained_steps = metadata.inner_steps.eval
 steps = middle.slider(
     "Inner steps", min_value=0, max_value=max(20, 4 * trained_steps), value=trained_steps, key="steps",
     help=f"Trained with {trained_steps}; steps beyond the learned ones reuse the last step's learned values.",

@@ -13,9 +13,7 @@ from app.checkpoint_view import (
 )
 from app.formatting import rule_label
 from app.resources import short_path
-from core.checkpoints import find_checkpoints, search_dirs
-from core.default_checkpoint import is_default_checkpoint
-from core.model_io import supported_rules
+from core.checkpoint import find_checkpoints, search_dirs, supported_rules
 
 DEFAULT_MEANING = (
     "the checkpoint the Adapt page offers first and the command line uses without --checkpoint "
@@ -30,8 +28,8 @@ st.title("Checkpoints")
 st.caption("Looked for in: " + " · ".join(short_path(folder) for folder in search_dirs()))
 
 entries = find_checkpoints()
-good = [entry for entry in entries if entry.error is None]
-broken = [entry for entry in entries if entry.error is not None]
+good = [entry for entry in entries if entry.metadata is not None]
+broken = [entry for entry in entries if entry.metadata is None]
 
 if not entries:
     st.warning(
@@ -40,20 +38,17 @@ if not entries:
     )
     st.code(TRAIN_COMMAND, language="bash")
 
-defaults = {entry.path for entry in good if is_default_checkpoint(entry.path)}
-
 if good:
     table = []
     for entry in good:
         metadata = entry.metadata
         validation = validation_accuracy(metadata)
-        rule = (metadata.get("rule") or {}).get("name")
         table.append({
-            "default": entry.path in defaults,
+            "default": entry.is_default,
             "name": entry.name,
-            "backbone": (metadata.get("backbone") or {}).get("name"),
-            "rule": rule_label(str(rule)) if rule else "—",
-            "task": metadata.get("task_kind", "classification"),
+            "backbone": metadata.backbone.name,
+            "rule": rule_label(metadata.rule.name),
+            "task": metadata.task_kind,
             "validation accuracy": validation.value if validation is not None else "—",
             "file": short_path(entry.path),
         })
@@ -75,9 +70,9 @@ if good:
         st.dataframe(accuracy, hide_index=True, width="stretch", key="heldout_table")
 
 for entry in good:
-    marked = " (default)" if entry.path in defaults else ""
+    marked = " (default)" if entry.is_default else ""
     with st.expander(f"{entry.name}{marked} — {short_path(entry.path)}"):
-        if entry.path in defaults:
+        if entry.is_default:
             st.caption(f"Default checkpoint: {DEFAULT_MEANING}.")
         if not is_image_classifier(entry.metadata):
             st.info("Not an image classifier (e.g. a sine-regression model): the Adapt page does not offer it.")
@@ -85,7 +80,7 @@ for entry in good:
             rules = ", ".join(rule_label(rule) for rule in supported_rules(entry.metadata))
             st.caption(f"Adapts with: {rules}")
         render_checkpoint_summary(entry.metadata)
-        st.json(entry.metadata, expanded=False)
+        st.json(entry.metadata.verbatim(), expanded=False)
 
 if broken:
     st.subheader(f"Unreadable files ({len(broken)})")

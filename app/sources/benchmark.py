@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 
 from app import gallery
 from app.resources import folder_set, omniglot_set
 from app.sources import Prepared, Readiness
+from core.checkpoint import CheckpointError, CheckpointMetadata
 from core.data.images import ImageError, ImageSpec, model_input_png, shown_image
 from core.data.omniglot import ensure_omniglot, list_alphabets
 from core.data.sampler import EpisodeSampler
 from core.data.uploads import items_from_benchmark
-from core.model_io import CheckpointError
 from core.settings import omniglot_root
 from core.store import RunSource
 
@@ -52,7 +51,7 @@ def _download_omniglot(root: Path) -> None:
         omniglot_alphabets.clear()
 
 
-def _omniglot_set(metadata: dict[str, Any], spec_json: str):
+def _omniglot_set(metadata: CheckpointMetadata, spec_json: str):
     root = omniglot_root()
     alphabets = omniglot_alphabets(str(root))
     if not alphabets:
@@ -62,8 +61,7 @@ def _omniglot_set(metadata: dict[str, Any], spec_json: str):
         if st.session_state.get("benchmark_problem"):
             st.error(st.session_state["benchmark_problem"])
         return None, {}
-    test = ((metadata.get("training") or {}).get("data") or {}).get("test") or []
-    held_out = [a for a in test if a in alphabets]
+    held_out = [a for a in metadata.heldout_classes if a in alphabets]
     chosen = st.multiselect(
         "Alphabets (none chosen: all of them)",
         list(alphabets),
@@ -92,7 +90,9 @@ def _folder_set(spec_json: str):
     return image_set, {"dataset_root": folder.strip(), "split": split.strip() or None}
 
 
-def render(metadata: dict[str, Any], spec: ImageSpec, spec_json: str, model_view: bool) -> tuple[Prepared | None, Readiness]:
+def render(
+    metadata: CheckpointMetadata, spec: ImageSpec, spec_json: str, model_view: bool
+) -> tuple[Prepared | None, Readiness]:
     """The dataset and sampling widgets, a preview of the sampled episode, and the episode itself."""
     dataset = st.radio("Dataset", list(DATASET_LABELS), format_func=DATASET_LABELS.get, horizontal=True,
                        key="dataset")
@@ -104,7 +104,7 @@ def render(metadata: dict[str, Any], spec: ImageSpec, spec_json: str, model_view
         return None, Readiness(problem="Choose a dataset that is on this machine, or use your own images.")
 
     columns = st.columns(4)
-    trained_way = int(metadata.get("n_way") or 5)
+    trained_way = metadata.trained_way or 5
     n_way = columns[0].number_input(
         "N-way", min_value=2, max_value=max(2, len(image_set.class_names)),
         value=min(trained_way, len(image_set.class_names)), key="n_way",

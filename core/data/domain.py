@@ -10,7 +10,6 @@ apply the same preprocessing the model does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -46,13 +45,12 @@ OMNIGLOT_STROKES = StrokeDomain(dataset="Omniglot", max_ink=0.21, max_border_ink
 _STROKE_DATASETS = {"omniglot": OMNIGLOT_STROKES}
 
 
-def stroke_domain_of(metadata: dict[str, Any]) -> StrokeDomain | None:
-    """The stroke domain of a checkpoint trained on line drawings (today: Omniglot), else ``None``."""
-    data = (metadata.get("training") or {}).get("data") or {}
-    image = metadata.get("image") or {}
-    if not image.get("invert") or int(image.get("channels", 0)) != 1:
+def stroke_domain_of(image: ImageSpec | None, dataset_kind: str | None) -> StrokeDomain | None:
+    """The stroke domain of a checkpoint trained on line drawings (today: Omniglot), else ``None``: its image
+    preprocessing and the kind of dataset it was trained on (``core.checkpoint.TrainingData.kind``)."""
+    if image is None or not image.invert or image.channels != 1 or dataset_kind is None:
         return None
-    return _STROKE_DATASETS.get(str(data.get("kind", "")).lower())
+    return _STROKE_DATASETS.get(dataset_kind.lower())
 
 
 def ink_statistics(model_input: torch.Tensor) -> tuple[float, float]:

@@ -54,13 +54,24 @@ def upload_queries(n_classes: int = 3, labelled: bool = True):
 
 
 def save_tiny_checkpoint(
-    path: Path, rule: dict | None = None, name: str = "tiny-alfa", nan: bool = False, **metadata: object
+    path: Path, rule: dict | None = None, name: str = "tiny-alfa", nan: bool = False, **fields: object
 ) -> Path:
-    """A Conv4 with 8 filters (5 classes, 28x28 grey, inverted), ALFA by default; ``nan`` poisons its weights."""
+    """A Conv4 with 8 filters (5 classes, 28x28 grey, inverted), ALFA by default; ``nan`` poisons its weights.
+    ``fields`` replace fields of its ``core.checkpoint.CheckpointMetadata``."""
+    import dataclasses
+
     import torch
 
+    from core.checkpoint import (
+        InnerSteps,
+        TrainingData,
+        TrainingRecord,
+        ValidationResult,
+        learner_metadata,
+        save_learner,
+    )
+    from core.data.images import ImageSpec
     from core.learner import Learner
-    from core.model_io import save_learner
 
     learner = Learner(
         {"name": "conv4", "filters": 8, "n_classes": 5},
@@ -71,31 +82,29 @@ def save_tiny_checkpoint(
         with torch.no_grad():
             for parameter in learner.backbone.parameters():
                 parameter.fill_(float("nan"))
-    header = {
-        "name": name,
-        "image": TINY_IMAGE,
-        "n_way": 5,
-        "inner_steps": {"train": 3, "eval": 3},
-        "metrics": {"validation": {"metric": "accuracy", "mean": 0.9, "ci95": 0.02, "score": 0.9}},
-        "training": {
-            "command": "python -m core train --config tiny.toml",
-            "data": {"kind": "omniglot", "root": "(default)", "train": ["Latin"], "val": ["Greek"],
-                     "test": ["Tagalog"]},
-            "iterations": 1, "tasks_seen": 4, "wall_seconds": 0.1, "device": "cpu",
-        },
-        **metadata,
-    }
+    training = TrainingRecord(
+        command="python -m core train --config tiny.toml", config=None,
+        data=TrainingData(kind="omniglot", root=None, train=("Latin",), val=("Greek",), test=("Tagalog",)),
+        iterations=1, tasks_seen=4, wall_seconds=0.1, device="cpu", estimator=None, skipped_nonfinite_steps=None,
+        pretraining=None,
+    )
+    metadata = learner_metadata(
+        learner, name=name, image=ImageSpec.from_dict(TINY_IMAGE), n_way=5, inner_steps=InnerSteps(train=3, eval=3),
+        training=training, validation=ValidationResult(metric="accuracy", mean=0.9, ci95=0.02, score=0.9),
+        code="tests",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_learner(path, learner, header)
+    return save_learner(path, learner, dataclasses.replace(metadata, **fields))
 
 
 def save_sine_checkpoint(path: Path) -> Path:
+    from core.checkpoint import InnerSteps, learner_metadata, save_learner
     from core.learner import Learner
-    from core.model_io import save_learner
 
     learner = Learner({"name": "mlp", "hidden": [8, 8]}, {"name": "sgd", "lr": 0.01}, task_kind="regression")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_learner(path, learner, {"name": "tiny-sine", "image": None})
+    metadata = learner_metadata(learner, name="tiny-sine", inner_steps=InnerSteps(train=5, eval=5), code="tests")
+    return save_learner(path, learner, metadata)
 
 
 def every_mode_image_files(size: int = 36) -> list[tuple[str, bytes]]:

@@ -40,17 +40,19 @@ def test_checkpoints_with_their_metadata_and_broken_files_with_their_error(dashb
     assert rows["Validation accuracy"] == "90.0% ± 2.0 (on Greek, measured during training)"
     assert rows["Trained on"].startswith("kind: omniglot") and "test: Tagalog" in rows["Trained on"]
     assert "python -m core train --config tiny.toml" in texts(at.code)
-    assert "Adapts with: ALFA, SGD (MAML)" in texts(at.caption)
+    assert "Adapts with: ALFA, SGD (MAML), ANIL (head only)" in texts(at.caption)
     assert any("Not an image classifier" in i for i in texts(at.info))
     assert any("broken.safetensors" in e and "not a safetensors checkpoint" in e for e in texts(at.error))
 
 
 def test_shipped_checkpoint_shows_heldout_accuracy_and_a_damaged_one_its_error(dashboard, tmp_path) -> None:
-    from core.shipping import package
+    from core.checkpoint import HeldOutResult
+    from core.packaging import package
 
     source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
     results = [
-        {"rule": rule, "way": way, "shot": shot, "head_init": "zero", "episodes": 600, "accuracy": acc, "ci95": 0.004}
+        HeldOutResult(rule=rule, way=way, shot=shot, head_init="zero", episodes=600, n_query=15, seed=12345, steps=3,
+                      accuracy=acc, ci95=0.004, seconds=1.0)
         for rule, acc in (("alfa", 0.9), ("sgd", 0.8)) for way, shot in ((5, 1), (20, 1))
     ]
     package(source, dashboard.checkpoints, "shipped-alfa", "Shipped", results, default=True)
@@ -75,14 +77,17 @@ def test_shipped_checkpoint_shows_heldout_accuracy_and_a_damaged_one_its_error(d
 
 
 def test_validation_accuracy_says_how_it_was_measured(dashboard) -> None:
-    training = {
-        "command": "python -m core train --config tiny.toml",
-        "data": {"kind": "omniglot", "root": "(default)", "train": ["Latin"], "val": ["Greek", "Korean"],
-                 "test": ["Tagalog"]},
-        "config": {"validation": {"episodes": 100, "every": 200}, "task": {"n_way": 5, "k_shot": 1, "n_query": 5}},
-    }
+    from core.checkpoint import TrainingData, TrainingRecord, ValidationResult
+
+    training = TrainingRecord(
+        command="python -m core train --config tiny.toml",
+        data=TrainingData(kind="omniglot", root=None, train=("Latin",), val=("Greek", "Korean"), test=("Tagalog",)),
+        config={"validation": {"episodes": 100, "every": 200}, "task": {"n_way": 5, "k_shot": 1, "n_query": 5}},
+        iterations=1, tasks_seen=4, wall_seconds=0.1, device="cpu", estimator="maml", skipped_nonfinite_steps=0,
+        pretraining=None,
+    )
     save_tiny_checkpoint(dashboard.checkpoints / "tiny.safetensors", training=training,
-                         metrics={"validation": {"metric": "accuracy", "mean": 0.934, "ci95": 0.0162}})
+                         validation=ValidationResult(metric="accuracy", mean=0.934, ci95=0.0162, score=0.934))
     at = dashboard.app(PAGE).run()
     assert_clean(at)
     assert at.dataframe[0].value["validation accuracy"][0] == "93.4% ± 1.6"
@@ -90,24 +95,28 @@ def test_validation_accuracy_says_how_it_was_measured(dashboard) -> None:
     assert rows["Validation accuracy"] == "93.4% ± 1.6 (100 episodes, 5-way 1-shot, on Greek, Korean, measured during training)"
 
 
-def test_checkpoint_view_reads_metrics_from_metadata_not_from_labels() -> None:
-    from app.checkpoint_view import MeasuredMetric, measured_metrics, validation_accuracy
+def test_checkpoint_view_reads_metrics_from_metadata_not_from_labels(tmp_path) -> None:
+    import dataclasses
 
-    metadata = {"metrics": {"validation": {"metric": "mse", "mean": 0.5, "ci95": 0.02},
-                            "train": {"metric": "accuracy", "mean": 0.75}, "broken": "n/a"}}
-    assert measured_metrics(metadata) == [MeasuredMetric("validation", "mse", 0.5, 0.02),
-                                          MeasuredMetric("train", "accuracy", 0.75, None)]
-    assert [(m.label, m.value) for m in measured_metrics(metadata)] == [
-        ("Validation MSE", "0.5 ± 0.02"), ("Train accuracy", "75.0%"),
-    ]
-    assert validation_accuracy(metadata) is None
-    assert validation_accuracy({}) is None
+    from app.checkpoint_view import MeasuredMetric, measured_metrics, validation_accuracy
+    from core.checkpoint import ValidationResult, read_metadata
+
+    metadata = read_metadata(save_tiny_checkpoint(tmp_path / "tiny.safetensors"))
+    assert measured_metrics(metadata) == [MeasuredMetric("validation", "accuracy", 0.9, 0.02)]
+    assert validation_accuracy(metadata) == MeasuredMetric("validation", "accuracy", 0.9, 0.02)
+    regression = dataclasses.replace(metadata, validation=ValidationResult("mse", 0.5, 0.02, -0.5))
+    assert [(m.label, m.value) for m in measured_metrics(regression)] == [("Validation MSE", "0.5 ± 0.02")]
+    assert validation_accuracy(regression) is None  # an MSE is not an accuracy
+    unmeasured = dataclasses.replace(metadata, validation=None)
+    assert measured_metrics(unmeasured) == [] and validation_accuracy(unmeasured) is None
+    no_interval = dataclasses.replace(metadata, validation=ValidationResult("accuracy", 0.75, None, 0.75))
+    assert [m.value for m in measured_metrics(no_interval)] == ["75.0%"]
 
 
 def test_the_shipped_checkpoints_mark_their_default(dashboard, monkeypatch) -> None:
-    from core.checkpoints import SHIPPED_DIR
+    from core.settings import SHIPPED_CHECKPOINT_DIR
 
-    monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", str(SHIPPED_DIR))
+    monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", str(SHIPPED_CHECKPOINT_DIR))
     at = dashboard.app(PAGE).run()
     assert_clean(at)
     table = at.dataframe[0].value

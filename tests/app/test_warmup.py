@@ -22,7 +22,7 @@ def test_warm_up_loads_the_default_checkpoint_into_the_pages_cache(dashboard, mo
     monkeypatch.setattr(app.resources, "load_learner", must_not_load)
     for rule in ("alfa", "sgd"):
         learner, metadata = app.resources.cached_loader(checkpoint, rule, "cpu")
-        assert learner.rule.name == rule and metadata["name"] == "tiny-alfa"
+        assert learner.rule.name == rule and metadata.name == "tiny-alfa"
 
 
 def test_a_failing_step_is_reported_and_the_rest_still_runs(dashboard, monkeypatch) -> None:

@@ -79,10 +79,11 @@ def _seed_other_run(url: str, checkpoint: Path) -> None:
 
 def _shipped_default_checkpoint() -> Path | None:
     """The shipped default checkpoint (assets/checkpoints, first in its manifest), if it is an ALFA image model."""
-    from core.checkpoints import SHIPPED_DIR, find_checkpoints
+    from core.checkpoint import find_checkpoints
+    from core.settings import SHIPPED_CHECKPOINT_DIR
 
-    entries = find_checkpoints([SHIPPED_DIR]) if SHIPPED_DIR.is_dir() else []
-    if entries and entries[0].error is None and (entries[0].metadata.get("rule") or {}).get("name") == "alfa":
+    entries = find_checkpoints([SHIPPED_CHECKPOINT_DIR]) if SHIPPED_CHECKPOINT_DIR.is_dir() else []
+    if entries and entries[0].metadata is not None and entries[0].metadata.rule.name == "alfa":
         return entries[0].path
     return None
 

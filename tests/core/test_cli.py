@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.checkpoint import read_metadata
+from core.checkpoint.format import read_header, read_tensors
 from core.cli import main
-from models.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,10 +75,10 @@ def test_train_evaluate_adapt_round_trip(tmp_path, real_omniglot, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["iterations"] == 4
     best = tmp_path / "run" / "best.safetensors"
-    tensors, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
-    assert meta["rule"]["name"] == "alfa" and meta["training"]["tasks_seen"] == 8
-    assert load_checkpoint(best)[1]["training"]["iterations"] in (2, 4)  # best by validation accuracy
-    assert meta["training"]["data"]["test"] == ["Tagalog"] and meta["image"]["size"] == 14
+    tensors, meta = read_tensors(tmp_path / "run" / "last.safetensors"), read_metadata(tmp_path / "run" / "last.safetensors")
+    assert meta.rule.name == "alfa" and meta.training.tasks_seen == 8 and meta.training.estimator == "maml"
+    assert read_metadata(best).training.iterations in (2, 4)  # best by validation accuracy
+    assert meta.heldout_classes == ("Tagalog",) and meta.image.size == 14
     assert any(k.startswith("rule.generator") for k in tensors)
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [h["iteration"] for h in history] == [2, 4]
@@ -128,9 +129,9 @@ def test_resumed_training_equals_uninterrupted(tmp_path, real_omniglot, capsys):
     assert main(["train", "--config", str(split), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--config", str(split), "--no-progress", "--resume", "--iterations", "4"]) == 0
-    a, _meta_a = load_checkpoint(tmp_path / "straight" / "last.safetensors")
-    b, meta_b = load_checkpoint(tmp_path / "split" / "last.safetensors")
-    assert meta_b["training"]["iterations"] == 4 and meta_b["training"]["tasks_seen"] == 8
+    a = read_tensors(tmp_path / "straight" / "last.safetensors")
+    b, meta_b = read_tensors(tmp_path / "split" / "last.safetensors"), read_metadata(tmp_path / "split" / "last.safetensors")
+    assert meta_b.training.iterations == 4 and meta_b.training.tasks_seen == 8
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
@@ -152,7 +153,7 @@ def test_a_kill_saves_the_state_and_resume_continues_from_it(tmp_path, real_omni
         process.kill()
     assert process.returncode == 130, err
     assert "interrupted: state saved at iteration" in err
-    killed_at = load_checkpoint(state)[1]["iteration"]
+    killed_at = read_header(state)["iteration"]
     assert killed_at >= 1
     resumed = subprocess.run(command + ["--resume", "--iterations", str(killed_at + 2)], cwd=REPO,
                              capture_output=True, text=True, timeout=300)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.checkpoint import read_metadata
 from core.config import ConfigError, config_from_dict, load_config
-from core.model_io import read_metadata
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.toml"))
 
@@ -43,9 +43,9 @@ SHIPPED = sorted((Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
 def test_the_training_configs_stored_in_shipped_checkpoints_parse_to_their_rule(path):
     """They carry the old shared ``[rule]`` table (an sgd rule with weight_decay, generator_init and steps = None)."""
     metadata = read_metadata(path)
-    stored = metadata["training"]["config"]
+    stored = dict(metadata.training.config)
     config = config_from_dict(stored)
-    assert config.rule.as_rule_dict() == metadata["rule"]
+    assert config.rule.as_rule_dict() == metadata.rule.config
     assert set(stored["rule"]) == {"name", "lr", "steps", "weight_decay", "generator_init"}
 
 

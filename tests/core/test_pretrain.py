@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.checkpoint import CheckpointError, read_metadata
+from core.checkpoint.format import read_header, read_tensors
 from core.cli import main
 from core.config import ConfigError, config_from_dict, load_config
 from core.pretrain import Pretrainer, load_pretrained
-from models.checkpoint import CheckpointError, load_checkpoint
 from tests.core.test_cli import TINY
 from tests.tolerances import gamma, unit_roundoff
 
@@ -29,7 +30,7 @@ def test_pretraining_learns_resumes_exactly_and_seeds_meta_training(tmp_path, re
     straight_file = tmp_path / "straight" / "pretrained.safetensors"
     straight = load_config(_config(tmp_path, real_omniglot, "a", 3, straight_file))
     output = Pretrainer(straight, device="cpu", progress=False).run()
-    tensors, meta = load_checkpoint(output)
+    tensors, meta = read_tensors(output), read_header(output)
     history = meta["history"]
     assert meta["classes"] == 26 * 2 and meta["images"] == 26 * 2 * 20  # Latin, two rotations
     assert [h["epoch"] for h in history] == [1, 2, 3]
@@ -51,7 +52,7 @@ def test_pretraining_learns_resumes_exactly_and_seeds_meta_training(tmp_path, re
     interrupted.save_state()
     split_file.unlink()
     resumed = Pretrainer(split, device="cpu", progress=False).run()
-    again, _ = load_checkpoint(resumed)
+    again = read_tensors(resumed)
     for name in tensors:
         torch.testing.assert_close(again[name], tensors[name], rtol=0, atol=0, msg=name)
 
@@ -59,12 +60,11 @@ def test_pretraining_learns_resumes_exactly_and_seeds_meta_training(tmp_path, re
     config = _config(tmp_path, real_omniglot, "meta", 3, straight_file)
     assert main(["train", "--config", str(config), "--no-progress", "--iterations", "1"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    _, checkpoint_meta = load_checkpoint(Path(summary["output"]) / "last.safetensors")
-    pretraining = checkpoint_meta["training"]["pretraining"]
-    assert pretraining["epochs"] == 3 and pretraining["classes"] == 52
-    assert pretraining["file"] == str(straight_file) and len(pretraining["sha256"]) == 64
+    pretraining = read_metadata(Path(summary["output"]) / "last.safetensors").training.pretraining
+    assert pretraining.epochs == 3 and pretraining.classes == 52
+    assert pretraining.file == str(straight_file) and len(pretraining.sha256) == 64
     # The pre-trained weights moved by one meta-step only: the learner did start from them.
-    learner_tensors, _ = load_checkpoint(Path(summary["output"]) / "last.safetensors")
+    learner_tensors = read_tensors(Path(summary["output"]) / "last.safetensors")
     first_conv = next(name for name in tensors if name.endswith("weight") and tensors[name].dim() == 4)
     start = tensors[first_conv]
     after = learner_tensors[f"backbone.{first_conv}"]

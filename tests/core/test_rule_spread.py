@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 from core.adapt import adapt
+from core.checkpoint import TrainingData, load_learner, read_metadata
 from core.data.images import ImageSpec
 from core.data.omniglot import OmniglotImageSet
 from core.data.sampler import EpisodeSampler
-from core.model_io import load_learner
 from core.rule_spread import (
     HeldOutDataMissing,
     RuleSpread,
@@ -23,7 +24,6 @@ from core.rule_spread import (
     spread_of_traces,
     variance_shares,
 )
-from models.checkpoint import read_metadata
 from tests.app.builders import TINY_IMAGE, save_tiny_checkpoint, shape_image
 from tests.tolerances import gamma, unit_roundoff
 
@@ -97,7 +97,7 @@ def test_alfa_spread_over_held_out_episodes(checkpoint, omniglot):
     spread = rule_spread(checkpoint, "alfa", steps=3, n_way=3, k_shot=1, episodes=4, n_query=2,
                          omniglot_root=omniglot)
     metadata = read_metadata(checkpoint)
-    assert [layer.layer for layer in spread.layers] == metadata["inner_tensors"]
+    assert tuple(layer.layer for layer in spread.layers) == metadata.inner_tensors
     assert (spread.episodes, spread.steps, spread.rule, spread.data) == (4, 3, "alfa", "omniglot: Tagalog")
     assert len(spread.accuracies) == 4 and all(0.0 <= a <= 1.0 for a in spread.accuracies)
     for layer in spread.layers:
@@ -143,9 +143,11 @@ def test_missing_held_out_data_is_said_in_one_line(checkpoint, tmp_path):
         rule_spread(checkpoint, "alfa", steps=3, n_way=3, k_shot=1, omniglot_root=tmp_path / "empty")
     metadata = read_metadata(checkpoint)
     with pytest.raises(HeldOutDataMissing, match="does not record its held-out"):
-        heldout_image_set({**metadata, "training": {"data": {"kind": "omniglot"}}})
+        heldout_image_set(dataclasses.replace(
+            metadata, training=dataclasses.replace(metadata.training, data=TrainingData(kind="omniglot", root=None))
+        ))
     with pytest.raises(HeldOutDataMissing, match="not an image classifier"):
-        heldout_image_set({**metadata, "image": None})
+        heldout_image_set(dataclasses.replace(metadata, image=None))
 
 
 def test_more_ways_than_held_out_classes_is_a_clear_error(checkpoint, omniglot):
@@ -157,7 +159,7 @@ def test_shipped_alfa_checkpoint_on_real_omniglot(real_omniglot):
     path = REPO / "assets" / "checkpoints" / "conv4_alfa_maml.safetensors"
     spread = rule_spread(path, "alfa", steps=5, n_way=5, k_shot=1, episodes=3, omniglot_root=real_omniglot)
     assert spread.data == "omniglot: Japanese_(katakana), Tagalog"
-    assert [layer.layer for layer in spread.layers] == read_metadata(path)["inner_tensors"]
+    assert tuple(layer.layer for layer in spread.layers) == read_metadata(path).inner_tensors
     # 93 % on held-out alphabets when shipped; chance is 20 %. Over these 75 queries the binomial standard
     # error is 3 points at 93 % (0.5 is 14 of them below), and chance (Binomial(75, 0.2)) passes 0.5 with
     # probability 3e-9.

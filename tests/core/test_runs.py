@@ -10,12 +10,11 @@ import torch
 
 import core.runs
 from core.adapt import adapt as real_adapt
+from core.checkpoint import CheckpointError, file_sha256, load_learner
 from core.data.images import ImageSpec
 from core.data.uploads import episode_from_uploads
-from core.model_io import load_learner
 from core.runs import RunFailed, checkpoint_spec, episode_from_items, rerun, run_rules
 from core.store import Store
-from models.checkpoint import CheckpointError, file_sha256
 from tests.app.builders import TINY_IMAGE, save_sine_checkpoint, save_tiny_checkpoint, upload_classes, upload_queries
 
 SPEC = ImageSpec.from_dict(TINY_IMAGE)
@@ -197,10 +196,13 @@ def test_bad_checkpoints_and_mismatched_episodes_store_nothing(store, checkpoint
     assert store.list_runs() == []
 
 
-def test_checkpoint_spec_rejects_regression_models() -> None:
-    assert checkpoint_spec({"image": TINY_IMAGE}) == SPEC
+def test_checkpoint_spec_rejects_regression_models(checkpoint, tmp_path) -> None:
+    from core.checkpoint import read_metadata
+
+    assert checkpoint_spec(read_metadata(checkpoint)) == SPEC
+    sine = read_metadata(save_sine_checkpoint(tmp_path / "sine.safetensors"))
     with pytest.raises(ValueError, match="sine.safetensors is not an image-classification"):
-        checkpoint_spec({"task_kind": "regression", "image": None}, "sine.safetensors")
+        checkpoint_spec(sine, "sine.safetensors")
 
 
 def test_rerun_repeats_the_stored_episode(store, checkpoint) -> None:
@@ -281,18 +283,6 @@ def test_a_benchmark_episode_of_real_omniglot(store, checkpoint, real_omniglot) 
     assert detail.class_names == episode.class_names and len(detail.items) == 15
     assert all(i.source_name.startswith("Tagalog/") for i in detail.items)
     assert all(a.accuracy is not None for a in detail.adaptations)
-
-
-def test_checkpoint_search_folders_can_be_replaced(monkeypatch, tmp_path) -> None:
-    from core.checkpoints import REPO_ROOT, SHIPPED_DIR, search_dirs
-
-    monkeypatch.delenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", raising=False)
-    monkeypatch.setenv("FEWSHOT_CHECKPOINT_DIRS", str(tmp_path))
-    assert search_dirs() == [SHIPPED_DIR, REPO_ROOT / "runs", tmp_path]
-    monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", "")
-    assert search_dirs() == [tmp_path]
-    monkeypatch.setenv("FEWSHOT_DEFAULT_CHECKPOINT_DIRS", str(tmp_path / "shipped"))
-    assert search_dirs() == [tmp_path / "shipped", tmp_path]
 
 
 def test_a_started_run_is_stored_with_its_progress_even_if_nobody_waits(store, checkpoint) -> None:

@@ -16,12 +16,11 @@ from pathlib import Path
 import torch
 
 from core.adapt import adapt
-from core.checkpoints import SHIPPED_DIR, find_checkpoints
+from core.checkpoint import CheckpointMetadata, find_checkpoints, load_learner, supported_rules
 from core.data.episode import Episode
-from core.data.images import ImageSpec
 from core.data.omniglot import OmniglotImageSet
 from core.data.sampler import EpisodeSampler
-from core.model_io import load_learner, supported_rules
+from core.settings import SHIPPED_CHECKPOINT_DIR as SHIPPED_DIR
 
 GOLDEN_FILE = Path(__file__).with_name("shipped_predictions.safetensors")
 EPISODES = 20
@@ -44,10 +43,10 @@ class GoldenCase:
         return f"{self.checkpoint}/{self.rule}/{self.n_way}way"
 
 
-def cases() -> Iterator[tuple[GoldenCase, Path, dict]]:
+def cases() -> Iterator[tuple[GoldenCase, Path, CheckpointMetadata]]:
     """Every (shipped checkpoint, recorded rule it supports, way), with the file and its metadata."""
     for entry in find_checkpoints([SHIPPED_DIR]):
-        if entry.error is not None:
+        if entry.metadata is None:
             raise RuntimeError(f"{entry.path}: {entry.error}")
         for rule in (rule for rule in supported_rules(entry.metadata) if rule in RECORDED_RULES):
             for n_way in WAYS:
@@ -62,15 +61,13 @@ def _double(episode: Episode) -> Episode:
     )
 
 
-def predict(case: GoldenCase, path: Path, metadata: dict, omniglot_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(case: GoldenCase, path: Path, metadata: CheckpointMetadata, omniglot_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predictions [EPISODES, Q] int64, probabilities [EPISODES, Q, way] float64)`` for one case."""
     learner, _ = load_learner(path, rule=case.rule, device="cpu")
     learner = learner.double()
-    spec = ImageSpec.from_dict(metadata["image"])
-    held_out = metadata["training"]["data"]["test"]
-    image_set = OmniglotImageSet(omniglot_root, alphabets=held_out, spec=spec)
+    image_set = OmniglotImageSet(omniglot_root, alphabets=list(metadata.heldout_classes), spec=metadata.image)
     sampler = EpisodeSampler(image_set, case.n_way, 1, QUERIES_PER_CLASS, seed=SEED)
-    steps = int(metadata["inner_steps"]["eval"])
+    steps = metadata.inner_steps.eval
     predictions, probabilities = [], []
     for index in range(EPISODES):
         result = adapt(learner, _double(sampler.episode(index)), steps=steps, device="cpu")

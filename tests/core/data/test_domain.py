@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageOps
 
 from core.data.domain import OMNIGLOT_STROKES, domain_warnings, ink_statistics, stroke_domain_of
-from core.data.images import OMNIGLOT_SPEC, decode_image
+from core.data.images import OMNIGLOT_SPEC, ImageSpec, decode_image
 from tests.app.builders import TINY_IMAGE, encode, shape_image
 
 
@@ -64,8 +64,9 @@ def test_ink_statistics_counts_ink_share_and_border_mean() -> None:
 
 
 def test_only_stroke_trained_checkpoints_have_a_stroke_domain() -> None:
-    omniglot = {"image": TINY_IMAGE, "training": {"data": {"kind": "omniglot"}}}
-    assert stroke_domain_of(omniglot) is OMNIGLOT_STROKES
-    assert stroke_domain_of({**omniglot, "image": {**TINY_IMAGE, "invert": False}}) is None
-    assert stroke_domain_of({"image": TINY_IMAGE, "training": {"data": {"kind": "folder"}}}) is None
-    assert stroke_domain_of({"image": TINY_IMAGE}) is None
+    image = ImageSpec.from_dict(TINY_IMAGE)
+    assert stroke_domain_of(image, "omniglot") is OMNIGLOT_STROKES
+    assert stroke_domain_of(ImageSpec.from_dict({**TINY_IMAGE, "invert": False}), "omniglot") is None
+    assert stroke_domain_of(image, "folder") is None
+    assert stroke_domain_of(image, None) is None  # the checkpoint does not say what it was trained on
+    assert stroke_domain_of(None, "omniglot") is None

@@ -1,0 +1,65 @@
+"""The checkpoint file: tensors and a JSON header round-trip without pickle; anything else is a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from core.checkpoint.format import (
+    FORMAT_VERSION,
+    CheckpointError,
+    read_header,
+    read_tensors,
+    split_prefix,
+    write_file,
+)
+from tests.tolerances import unit_roundoff
+
+
+def test_checkpoint_round_trip_and_half_precision(tmp_path):
+    tensors = {"backbone.w": torch.randn(3, 3), "rule.n": torch.arange(4)}
+    header = {"backbone": {"name": "conv4"}, "note": "x"}
+    path = write_file(tmp_path / "c.safetensors", tensors, header)
+    loaded, loaded_header = read_tensors(path), read_header(path)
+    assert torch.equal(loaded["backbone.w"], tensors["backbone.w"]) and torch.equal(loaded["rule.n"], tensors["rule.n"])
+    assert loaded_header["note"] == "x" and loaded_header["format"] == "fewshot-checkpoint"
+    half = write_file(tmp_path / "h.safetensors", tensors, header, dtype=torch.float16)
+    loaded_half = read_tensors(half)
+    assert loaded_half["backbone.w"].dtype == torch.float32
+    # One round-to-nearest conversion to float16 (back to float32 is exact): off by at most u16 = 2**-11
+    # relatively, or half the subnormal spacing (u16 * smallest normal = 2**-25) below the normal range.
+    u16 = unit_roundoff(torch.float16)
+    torch.testing.assert_close(loaded_half["backbone.w"], tensors["backbone.w"],
+                               rtol=u16, atol=u16 * torch.finfo(torch.float16).tiny)
+    assert loaded_half["rule.n"].dtype == torch.int64
+    assert not list(tmp_path.glob("*.tmp"))
+    assert split_prefix(loaded, "rule").keys() == {"n"}
+
+
+def test_files_that_are_not_checkpoints_get_clear_errors(tmp_path):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x80\x04not a checkpoint, maybe a pickle")
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        read_header(junk)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_header(tmp_path / "missing.safetensors")
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, str(plain), metadata={"other": json.dumps({})})
+    with pytest.raises(CheckpointError, match="no few-shot checkpoint metadata"):
+        read_header(plain)
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(other), metadata={"fewshot": json.dumps({"format": "someone-else"})})
+    with pytest.raises(CheckpointError, match="unknown checkpoint format 'someone-else'"):
+        read_header(other)
+
+
+def test_a_newer_container_version_asks_for_an_update(tmp_path):
+    newer = tmp_path / "newer.safetensors"
+    header = {"format": "fewshot-checkpoint", "format_version": FORMAT_VERSION + 1}
+    save_file({"x": torch.zeros(1)}, str(newer), metadata={"fewshot": json.dumps(header)})
+    with pytest.raises(CheckpointError, match="newer than this code understands.*update the tool"):
+        read_header(newer)

@@ -1,0 +1,119 @@
+"""Packaging checkpoints for shipping: held-out measurements, the written file and its manifest entry, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from core.checkpoint import (
+    HeldOutResult,
+    find_checkpoints,
+    load_learner,
+    read_manifest,
+    read_metadata,
+    save_learner,
+)
+from core.cli import main
+from core.packaging import SETTINGS, EarlierMeasurement, measure_heldout, package
+from tests.app.builders import save_tiny_checkpoint
+from tests.core.test_cli import _config
+
+RESULT = HeldOutResult(rule="alfa", way=5, shot=1, head_init="learned", episodes=600, n_query=15, seed=12345, steps=3,
+                       accuracy=0.9, ci95=0.01, seconds=2.0)
+
+
+def test_package_writes_the_results_and_the_manifest(tmp_path):
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
+    shipped = tmp_path / "shipped"
+    first = package(source, shipped, "first", "First", [RESULT])
+    second = package(source, shipped, "second", "Second", [RESULT], half_precision=True, default=True)
+    manifest = read_manifest(shipped)
+    assert manifest.default == "second.safetensors"
+    assert set(manifest.checkpoints) == {"first.safetensors", "second.safetensors"}
+    assert manifest.checkpoints["first.safetensors"].bytes == first.stat().st_size
+    assert (manifest.checkpoints["first.safetensors"].backbone, manifest.checkpoints["first.safetensors"].rule) == (
+        "conv4", "alfa")
+    assert second.stat().st_size < first.stat().st_size  # half precision
+    metadata = read_metadata(first)
+    assert metadata.name == "first" and metadata.heldout.results == (RESULT,)
+    assert metadata.heldout.classes == ("Tagalog",) and "600 episodes, 15 queries per class" in metadata.heldout.protocol
+    assert metadata.shipped.title == "First" and len(metadata.shipped.source_sha256) == 64
+    # Everything else is the trained checkpoint's, unchanged.
+    trained = read_metadata(source)
+    assert dataclasses.replace(metadata, name=trained.name, heldout=None, shipped=None) == trained
+    assert [e.name for e in find_checkpoints([shipped])] == ["second", "first"]  # the default first
+    load_learner(first)
+    load_learner(second)
+
+
+def test_cli_uses_the_shipped_default(tmp_path, monkeypatch, capsys):
+    import core.settings
+
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
+    package(source, tmp_path / "shipped", "tiny-default", "Tiny", [RESULT], default=True)
+    monkeypatch.setattr(core.settings, "SHIPPED_CHECKPOINT_DIR", tmp_path / "shipped")
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "tiny-default"
+    assert main(["info"]) == 0
+    assert "name:      tiny-default" in capsys.readouterr().out
+    monkeypatch.setattr(core.settings, "SHIPPED_CHECKPOINT_DIR", tmp_path / "nothing")
+    assert main(["info"]) == 2
+    assert "pass --checkpoint" in capsys.readouterr().err
+
+
+def test_packaging_refuses_a_checkpoint_that_does_not_record_its_training_config(tmp_path, capsys):
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")  # its training record has no config
+    command = ["package", "--checkpoint", str(source), "--name", "x", "--title", "X", "--out", str(tmp_path / "out")]
+    assert main(command) == 2
+    assert "does not record its training config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omniglot, capsys):
+    config = _config(tmp_path, real_omniglot, rule="alfa", iterations=2)
+    config.write_text(config.read_text().replace('test = ["Tagalog"]', 'test = ["Korean"]'))  # 40 classes: 20-way works
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    capsys.readouterr()
+    trained = tmp_path / "run" / "best.safetensors"
+    earlier = [EarlierMeasurement(rule="sgd", way=5, shot=1, head_init="prototype", episodes=3, accuracy=0.5,
+                                  ci95=0.1, seconds=1.0, source="earlier.json")]
+    rows = measure_heldout(trained, ["alfa", "sgd"], episodes=3, reuse=earlier, log=lambda line: None)
+    assert [(r.rule, r.way, r.shot) for r in rows] == [(rule, w, s) for rule in ("alfa", "sgd") for w, s in SETTINGS]
+    # Trained 3-way with a learned head: other class counts get zero heads for ALFA, prototypes for SGD.
+    assert {r.head_init for r in rows if r.rule == "alfa"} == {"zero"}
+    assert {r.head_init for r in rows if r.rule == "sgd"} == {"prototype"}
+    reused = [r for r in rows if r.reused_from is not None]
+    assert len(reused) == 1 and reused[0].accuracy == 0.5 and (reused[0].way, reused[0].shot) == (5, 1)
+    assert reused[0].reused_from == "earlier.json"
+    assert all(0 <= r.accuracy <= 1 and r.episodes == 3 and r.n_query == 15 for r in rows)
+
+    # Through the CLI, into a shipped folder.
+    out = tmp_path / "assets"
+    command = ["package", "--checkpoint", str(trained), "--name", "tiny", "--title", "Tiny", "--out", str(out),
+               "--episodes", "2", "--default", "--cache-dir", str(tmp_path / "cache")]
+    assert main(command) == 0
+    shipped = json.loads(capsys.readouterr().out)
+    # Packaging again (e.g. after an interruption) takes every measurement from the cache of this file's hash.
+    assert main(command) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert all(r["reused_from"].endswith(".jsonl") for r in again["results"])
+    assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in shipped["results"]]
+    assert Path(shipped["file"]) == out / "tiny.safetensors" and len(shipped["results"]) == 6
+    assert read_manifest(out).default == "tiny.safetensors"
+    assert read_metadata(out / "tiny.safetensors").heldout.classes == ("Korean",)
+
+
+def test_an_absolute_entry_point_in_the_recorded_command_is_shipped_as_python_m_core(tmp_path):
+    source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
+    trained = read_metadata(source)
+    recorded = "/home/someone/repo/core/__main__.py train --config configs/x.toml --resume"
+    learner, _ = load_learner(source)
+    save_learner(source, learner, dataclasses.replace(
+        trained, training=dataclasses.replace(trained.training, command=recorded)))
+    shipped = read_metadata(package(source, tmp_path / "shipped", "x", "X", [RESULT]))
+    assert shipped.training.command == "python -m core train --config configs/x.toml --resume"
+    assert shipped.training.command_as_recorded == recorded
