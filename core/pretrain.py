@@ -155,7 +155,8 @@ class Pretrainer:
             print(f"pretrain epoch {self.epoch}: loss {record['loss']:.4f}, train accuracy {100 * record['accuracy']:.2f}%",
                   file=sys.stderr)
             self.save_state()
-        head = set(head_names(self.model))  # the head over all training classes is not kept
+        names = head_names(self.model)
+        head = {names.weight, names.bias}  # the head over all training classes is not kept
         features = {k: v for k, v in self.model.state_dict().items() if k not in head}
         config = self.config
         header = {

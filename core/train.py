@@ -240,7 +240,8 @@ class Trainer:
             Pretrainer(self.config, device=str(self.device), command=self.command, progress=self.progress).run()
         tensors, self.pretraining = load_pretrained(self.config, device=self.device)
         backbone = self.learner.backbone
-        own = set(backbone.state_dict()) - set(head_names(backbone))
+        head = head_names(backbone)
+        own = set(backbone.state_dict()) - {head.weight, head.bias}
         if set(tensors) != own:
             raise ValueError(f"{self.pretraining.file} does not hold this backbone's feature weights")
         with torch.no_grad():

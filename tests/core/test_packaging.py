@@ -15,6 +15,7 @@ from core.checkpoint import (
     read_manifest,
     read_metadata,
     save_learner,
+    supported_rules,
 )
 from core.cli import main
 from core.packaging import SETTINGS, EarlierMeasurement, measure_heldout, package
@@ -102,7 +103,11 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
     again = json.loads(capsys.readouterr().out)
     assert all(r["reused_from"].endswith(".jsonl") for r in again["results"])
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in shipped["results"]]
-    assert Path(shipped["file"]) == out / "tiny.safetensors" and len(shipped["results"]) == 6
+    # Every rule the checkpoint supports (its own, then the rules without meta-learned parameters), every setting.
+    rules = supported_rules(read_metadata(trained))
+    assert [(r["rule"], r["way"], r["shot"]) for r in shipped["results"]] == [
+        (rule, way, shot) for rule in rules for way, shot in SETTINGS]
+    assert Path(shipped["file"]) == out / "tiny.safetensors"
     assert read_manifest(out).default == "tiny.safetensors"
     assert read_metadata(out / "tiny.safetensors").heldout.classes == ("Korean",)
 
