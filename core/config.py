@@ -34,6 +34,11 @@ class DataConfig:
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
 
+    @property
+    def task_kind(self) -> str:
+        """The objective (``core.objectives``) the data is learned with: regression for the sine family."""
+        return "regression" if self.kind == "sine" else "classification"
+
 
 @dataclass
 class TaskConfig:
@@ -99,7 +104,8 @@ class RuleConfig:
 
 @dataclass
 class MetaConfig:
-    algorithm: str = "second_order"  # second_order | first_order
+    estimator: str = "maml"  # the meta-gradient estimator (core.meta): maml (second order) | fomaml | ...
+    estimator_options: dict[str, Any] = field(default_factory=dict)  # checked against the estimator's options
     batched: bool = False  # run the meta-batch under torch.func.vmap
     recompute: bool = False  # keep only the weights per inner step and rebuild each step's graph in the
     #                          outer backward pass: memory of one step instead of all (same gradient, ~1.4x time)
@@ -114,6 +120,11 @@ class MetaConfig:
     grad_clip: float = 0.0  # 0 = off
     cosine_schedule: bool = False
     min_outer_lr: float = 1e-5
+
+    @property
+    def execution(self) -> str:
+        """How the estimator runs the tasks of a meta-batch: ``vmap``, ``recompute`` or one at a time (``loop``)."""
+        return "vmap" if self.batched else "recompute" if self.recompute else "loop"
 
 
 @dataclass
@@ -162,6 +173,21 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "rule": self.rule.as_rule_dict()}
 
+    def backbone_config(self) -> dict[str, Any]:
+        """``[model] backbone`` completed from the task and data: a classification head of ``n_way`` classes, and
+        the image's channels and side for backbones that take them (sine regression keeps the MLP's own output)."""
+        from models.backbones import backbone_parameters
+
+        backbone = dict(self.model.backbone)
+        if self.data.task_kind != "classification":
+            return backbone
+        backbone.setdefault("n_classes", self.task.n_way)
+        accepted = backbone_parameters(backbone.get("name"))
+        for key, value in (("in_channels", self.data.channels), ("image_size", self.data.image_size)):
+            if key in accepted:
+                backbone.setdefault(key, value)
+        return backbone
+
 
 _SECTIONS = {
     "data": DataConfig,
@@ -183,7 +209,29 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**values)
 
 
+# ``meta.algorithm`` of configs written before meta-gradient estimators were registered (the configs stored in the
+# shipped checkpoints carry it): its two values are the two estimators that existed then.
+_LEGACY_ALGORITHMS = {"second_order": "maml", "first_order": "fomaml"}
+
+
+def _upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    if "algorithm" not in meta:
+        return meta
+    meta = dict(meta)
+    algorithm = meta.pop("algorithm")
+    if algorithm not in _LEGACY_ALGORITHMS:
+        raise ConfigError(
+            f"meta.algorithm must be second_order or first_order, not {algorithm!r} "
+            "(new configs name the estimator: meta.estimator = \"maml\" or \"fomaml\")"
+        )
+    if "estimator" in meta and meta["estimator"] != _LEGACY_ALGORITHMS[algorithm]:
+        raise ConfigError(f"meta.algorithm = {algorithm!r} contradicts meta.estimator = {meta['estimator']!r}; keep only meta.estimator")
+    meta["estimator"] = _LEGACY_ALGORITHMS[algorithm]
+    return meta
+
+
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    raw = {**raw, "meta": _upgrade_meta(raw.get("meta", {}))} if "meta" in raw else raw
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items() if cls is not RuleConfig}
     sections["rule"] = RuleConfig.from_table(raw.get("rule", {}), sections["meta"].inner_steps)
@@ -209,14 +257,13 @@ def load_config(path: str | Path) -> TrainConfig:
 def _validate(config: TrainConfig) -> None:
     if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
         raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
-    if config.meta.algorithm not in ("second_order", "first_order"):
-        raise ConfigError(f"meta.algorithm must be second_order or first_order, not {config.meta.algorithm!r}")
+    _validate_estimator(config.meta)
     for name in ("meta_batch", "iterations", "inner_steps"):
         if getattr(config.meta, name) < 1:
             raise ConfigError(f"meta.{name} must be at least 1")
     if config.pretrain.epochs < 0 or config.pretrain.batch_size < 1:
         raise ConfigError("pretrain.epochs must be 0 or more and pretrain.batch_size at least 1")
-    if config.pretrain.epochs and config.data.kind == "sine":
+    if config.pretrain.epochs and config.data.task_kind != "classification":
         raise ConfigError("pretrain.epochs must be 0 for sine regression")
     if config.pretrain.epochs and rule_spec(config.rule.name).capabilities.reinitialises_backbone:
         raise ConfigError(
@@ -226,5 +273,21 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("meta.batched and meta.recompute cannot both be on: choose vmap speed or one step's memory")
     if config.meta.eval_inner_steps < 0:
         raise ConfigError("meta.eval_inner_steps must be 0 or more")
-    if config.data.kind != "sine" and config.task.n_way < 2:
+    if config.data.task_kind == "classification" and config.task.n_way < 2:
         raise ConfigError("task.n_way must be at least 2")
+
+
+def _validate_estimator(meta: MetaConfig) -> None:
+    """The estimator, its options and how it runs its tasks, checked against the estimator registry."""
+    from core.meta.estimator import estimator_options, estimator_spec
+
+    try:
+        spec = estimator_spec(meta.estimator)
+        estimator_options(meta.estimator, meta.estimator_options)
+    except ValueError as error:
+        raise ConfigError(f"meta.estimator: {error}") from None
+    if meta.execution not in spec.executions:
+        raise ConfigError(
+            f"meta.estimator {meta.estimator!r} runs its tasks by {', '.join(spec.executions)}; "
+            f"turn meta.batched / meta.recompute off"
+        )

@@ -33,22 +33,15 @@ from core.checkpoint import (
 from core.checkpoint.format import TRAINING_STATE
 from core.checkpoint.training_state import TrainingProgress, launch_command, read_state, write_state
 from core.config import TrainConfig
-from core.data.factory import build_image_set, image_spec
-from core.data.sampler import EpisodeSampler
-from core.data.sine import SineTaskFamily
+from core.data.factory import image_spec
+from core.data.task import Task
 from core.device import pick_device
-from core.evaluate import evaluate_classification, evaluate_regression
 from core.learner import Learner
-from core.meta.batched import BatchedMAMLGradient
-from core.meta.maml import MAMLGradient, Task, multi_step_weights
-from core.meta.recompute import RecomputingMAMLGradient
+from core.meta.estimator import LAST_STEP, QueryObjective, build_estimator
+from core.objectives import objective_for
 from core.pretrain import Pretrainer, load_pretrained, pretrained_path
+from core.task_sources import task_source
 from models.backbones import head_names
-
-
-def episode_task(episode, device) -> Task:
-    episode = episode.to(device)
-    return Task(episode.support_images, episode.support_labels, episode.query_images, episode.query_labels, episode.n_way)
 
 
 class Trainer:
@@ -61,17 +54,15 @@ class Trainer:
         meta = config.meta
         self.inner_steps = meta.inner_steps
         rule = config.rule.as_rule_dict()
-        task_kind = "regression" if config.data.kind == "sine" else "classification"
-        backbone = dict(config.model.backbone)
-        if task_kind == "classification":
-            backbone.setdefault("n_classes", config.task.n_way)
-            if backbone["name"] in ("conv4", "resnet12"):
-                backbone.setdefault("in_channels", config.data.channels)
-                backbone.setdefault("image_size", config.data.image_size)
-        self.learner = Learner(backbone, rule, head_init=config.model.head_init, task_kind=task_kind, seed=config.seed).to(self.device)
-        estimator_cls = BatchedMAMLGradient if meta.batched else RecomputingMAMLGradient if meta.recompute else MAMLGradient
-        self.estimator = estimator_cls(self.learner, meta.inner_steps, second_order=meta.algorithm == "second_order")
-        self.trainable = self.estimator.trainable()
+        kind = config.data.task_kind
+        self.objective = objective_for(kind)
+        self.learner = Learner(
+            config.backbone_config(), rule, head_init=config.model.head_init, task_kind=kind, seed=config.seed
+        ).to(self.device)
+        self.estimator = build_estimator(
+            meta.estimator, self.learner, meta.inner_steps, options=meta.estimator_options, execution=meta.execution
+        )
+        self.trainable = {n: p for n, p in self.learner.named_parameters() if p.requires_grad}
         # Two groups so the rule's meta-parameters (ALFA's post-multipliers start at 0.01 and 5e-6) can move
         # more slowly than the backbone: one Adam step of 1e-3 is already a 10% change of a 0.01 rate.
         rule_params = [p for n, p in self.trainable.items() if n.startswith("rule.")]
@@ -92,23 +83,14 @@ class Trainer:
         self.wall_seconds = 0.0
         self.history: list[dict[str, Any]] = []
         self.pretraining: PretrainingRecord | None = None
-        if task_kind == "classification":
-            self.train_set = build_image_set(config, "train")
-            self.val_set = build_image_set(config, "val") if config.data.val else None
-            t = config.task
-            self.train_sampler = EpisodeSampler(self.train_set, t.n_way, t.k_shot, t.n_query, seed=config.seed)
-        else:
-            self.family = SineTaskFamily()
+        self.train_source = task_source(config, "train")
+        self.val_source = task_source(config, "val")
 
     # ----- tasks -------------------------------------------------------------------------------------
     def tasks(self, iteration: int) -> list[Task]:
         batch = self.config.meta.meta_batch
         indices = range(iteration * batch, (iteration + 1) * batch)
-        if self.learner.task_kind == "regression":
-            t = self.config.task
-            tasks = [self.family.task(i, t.k_shot, t.n_query, seed=self.config.seed) for i in indices]
-            return [Task(x.support_x.to(self.device), x.support_y.to(self.device), x.query_x.to(self.device), x.query_y.to(self.device)) for x in tasks]
-        return [episode_task(self.train_sampler.episode(i), self.device) for i in indices]
+        return [self.train_source.task(i).to(self.device) for i in indices]
 
     # ----- one outer step ----------------------------------------------------------------------------
     def outer_lr(self, iteration: int) -> float:
@@ -120,12 +102,13 @@ class Trainer:
 
     def step(self, iteration: int) -> dict[str, float]:
         meta = self.config.meta
-        weights = None
+        objective = LAST_STEP
         if meta.multi_step_loss:
             anneal = max(1, meta.multi_step_anneal_iterations)
-            weights = multi_step_weights(self.inner_steps, iteration / anneal).to(self.device)
+            objective = QueryObjective.multi_step(self.inner_steps, iteration / anneal, self.device)
         self.learner.train()
-        grads, diagnostics = self.estimator.meta_grad(self.tasks(iteration), step_weights=weights)
+        estimate = self.estimator.meta_grad(self.tasks(iteration), objective)
+        grads, diagnostics = estimate.grads, estimate.summary(self.objective.metric_name)
         if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
             # An inner loop that blew up for one task must not poison the meta-parameters: skip, and count it.
             self.skipped_steps += 1
@@ -147,20 +130,11 @@ class Trainer:
         episodes = config.validation.episodes
         if episodes < 1:
             return None
-        if self.learner.task_kind == "regression":
-            result = evaluate_regression(
-                self.learner, self.family, config.task.k_shot, 100, episodes, config.meta.eval_inner_steps,
-                seed=config.seed + 10_000, progress=False,
-            )
-            return {"metric": "mse", "mean": result.mean, "ci95": result.ci95, "score": -result.mean}
-        if self.val_set is None:
+        if self.val_source is None:
             return None
-        t = config.task
-        result = evaluate_classification(
-            self.learner, self.val_set, t.n_way, t.k_shot, t.n_query, episodes, config.meta.eval_inner_steps,
-            seed=config.seed + 10_000, progress=False,
-        )
-        return {"metric": "accuracy", "mean": result.mean, "ci95": result.ci95, "score": result.mean}
+        result = self.val_source.evaluate(self.learner, episodes, config.meta.eval_inner_steps, seed=config.seed + 10_000)
+        score = result.mean if self.objective.higher_is_better else -result.mean
+        return {"metric": result.metric, "mean": result.mean, "ci95": result.ci95, "score": score}
 
     # ----- files -------------------------------------------------------------------------------------
     def checkpoint_metadata(self, validation: dict[str, Any] | None) -> CheckpointMetadata:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from core.data import Task, SineTaskFamily
+from core.data import SineTaskFamily, Task
 from tests.tolerances import unit_roundoff
 
 
