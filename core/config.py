@@ -258,6 +258,7 @@ def _validate(config: TrainConfig) -> None:
     if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
         raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
     _validate_estimator(config.meta)
+    _validate_model(config)
     for name in ("meta_batch", "iterations", "inner_steps"):
         if getattr(config.meta, name) < 1:
             raise ConfigError(f"meta.{name} must be at least 1")
@@ -291,3 +292,22 @@ def _validate_estimator(meta: MetaConfig) -> None:
             f"meta.estimator {meta.estimator!r} runs its tasks by {', '.join(spec.executions)}; "
             f"turn meta.batched / meta.recompute off"
         )
+
+
+def _validate_model(config: TrainConfig) -> None:
+    """The backbone and its options against the backbone registry, and the head set-up against the objectives."""
+    from core.objectives import HEAD_INITS
+    from models.backbones import backbone_parameters, registered_backbones
+
+    backbone = config.model.backbone
+    name = backbone.get("name")
+    if name not in registered_backbones():
+        raise ConfigError(f"model.backbone.name must be one of {', '.join(registered_backbones())}, not {name!r}")
+    unknown = sorted(set(backbone) - {"name"} - backbone_parameters(name))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) for backbone {name!r}: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(backbone_parameters(name)))})"
+        )
+    if config.model.head_init not in HEAD_INITS:
+        raise ConfigError(f"model.head_init must be one of {', '.join(HEAD_INITS)}, not {config.model.head_init!r}")

@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.objectives import HEAD_INITS, objective_for
 from core.rules import Capabilities, InnerRule, build_rule, rule_spec, supported_rules
 from models.backbones import build_backbone, head_names, inner_parameter_names, xavier_reinitialise
-
-HEAD_INITS = ("learned", "zero", "prototype")
 
 # ``torch.func.functional_call`` swaps fast weights into the module's attributes for the duration of a call.
 # Two threads sharing one cached learner (two dashboard sessions) must therefore not run a functional forward
@@ -36,8 +35,7 @@ class Learner(nn.Module):
         super().__init__()
         if head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, not {head_init!r}")
-        if task_kind not in ("classification", "regression"):
-            raise ValueError(f"task_kind must be 'classification' or 'regression', not {task_kind!r}")
+        objective_for(task_kind)  # an unknown kind is refused here, with the known ones listed
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         if generator is not None:
             # Seed the default generator too: nn.Module constructors draw from it.

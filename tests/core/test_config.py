@@ -116,3 +116,16 @@ def test_missing_and_broken_files(tmp_path):
     broken.write_text("[meta\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"model": {"backbone": {"name": "vgg"}}}, r"model.backbone.name must be one of conv4, mlp, resnet12, not 'vgg'"),
+        ({"model": {"backbone": {"name": "conv4", "filterz": 3}}}, r"unknown option\(s\) for backbone 'conv4': filterz"),
+        ({"model": {"head_init": "proto"}}, "model.head_init must be one of learned, zero, prototype, not 'proto'"),
+    ],
+)
+def test_the_model_is_checked_against_the_backbone_registry_and_the_head_choices(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw)
