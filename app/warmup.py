@@ -71,7 +71,7 @@ def _first_adaptation() -> None:
     from app.resources import cached_loader
     from core.adapt import adapt
     from core.checkpoint import find_checkpoints, supported_rules
-    from core.data.episode import Episode
+    from core.data.task import Task
     from core.device import pick_device
 
     entry = next((e for e in find_checkpoints() if e.metadata is not None and e.metadata.is_image_classifier), None)
@@ -81,11 +81,11 @@ def _first_adaptation() -> None:
     image = entry.metadata.image
     shape = (image.channels, image.size, image.size)
     generator = torch.Generator().manual_seed(0)
-    episode = Episode(
-        support_images=torch.rand((2, *shape), generator=generator),
-        support_labels=torch.tensor([0, 1]),
-        query_images=torch.rand((2, *shape), generator=generator),
-        query_labels=torch.tensor([0, 1]),
+    episode = Task(
+        support_x=torch.rand((2, *shape), generator=generator),
+        support_y=torch.tensor([0, 1]),
+        query_x=torch.rand((2, *shape), generator=generator),
+        query_y=torch.tensor([0, 1]),
         class_names=["a", "b"],
     )
     for rule in supported_rules(entry.metadata):

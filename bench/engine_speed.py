@@ -113,7 +113,6 @@ def run_case(name: str, repeats: int) -> dict:
 
     from core.adapt import adapt
     from core.config import RuleConfig
-    from core.data.episode import Episode
     from core.data.task import Task
     from core.device import pick_device
     from core.learner import Learner
@@ -147,8 +146,9 @@ def run_case(name: str, repeats: int) -> dict:
            "widths": case["backbone"].get("widths") or case["backbone"].get("filters"),
            "image_size": case["backbone"]["image_size"], "device": str(device), "repeats": repeats,
            "threads": torch.get_num_threads(), "allocator_tuned": allocator_tuned}
+    names = [str(k) for k in range(n_way)]
     if kind in ("train", "vmap"):
-        tasks = [Task(*_synthetic_task(torch, case, device, generator), n_classes=n_way) for _ in range(case["meta_batch"])]
+        tasks = [Task(*_synthetic_task(torch, case, device, generator), class_names=names) for _ in range(case["meta_batch"])]
         estimator = "maml" if case["second_order"] else "fomaml"
         loop = build_estimator(estimator, learner, steps, execution="recompute" if case["recompute"] else "loop")
         times, estimate = timed(lambda: loop.meta_grad(tasks), repeats)
@@ -166,7 +166,7 @@ def run_case(name: str, repeats: int) -> dict:
             # same computation in float64 shows whether they are the same function (differences near 1e-15).
             learner64 = copy.deepcopy(learner).double()
             tasks64 = [Task(t.support_x.double(), t.support_y, t.query_x.double(), t.query_y,
-                            n_classes=n_way) for t in tasks]
+                            class_names=names) for t in tasks]
             loop64 = build_estimator(estimator, learner64, steps).meta_grad(tasks64).grads
             vmap64 = build_estimator(estimator, learner64, steps, execution="vmap").meta_grad(tasks64).grads
             row["max_grad_difference_float64"] = max(float((loop64[k] - vmap64[k]).abs().max()) for k in loop64)
@@ -176,12 +176,12 @@ def run_case(name: str, repeats: int) -> dict:
             row["vmap_float32_error"] = max(float((vgrads[k].double() - vmap64[k]).abs().max()) for k in vgrads)
     elif kind == "adapt":
         support, labels_s, query, labels_q = _synthetic_task(torch, case, device, generator)
-        episode = Episode(support, labels_s, query, labels_q, [str(k) for k in range(n_way)])
+        episode = Task(support, labels_s, query, labels_q, names)
         times, _ = timed(lambda: adapt(learner, episode, steps=steps), repeats)
         row.update(median_s=statistics.median(times), min_s=min(times))
     else:  # eval: a loop of episodes, as core.evaluate runs them
         episodes = [
-            Episode(*_synthetic_task(torch, case, device, generator), [str(k) for k in range(n_way)])
+            Task(*_synthetic_task(torch, case, device, generator), names)
             for _ in range(max(repeats, 1) * 4)
         ]
         adapt(learner, episodes[0], steps=steps)

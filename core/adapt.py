@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from core.data.episode import Episode
 from core.data.task import Task
 from core.learner import Learner
 from core.meta.inner import forward, inner_loop, prepare_head, task_loss
@@ -57,7 +56,7 @@ def default_head_init(learner: Learner, n_way: int) -> str:
 
 def adapt(
     learner: Learner,
-    episode: Episode,
+    episode: Task,
     steps: int,
     head_init: str | None = None,
     device: torch.device | str | None = None,
@@ -73,7 +72,7 @@ def adapt(
     missing = [name for name, count in zip(episode.class_names, episode.shots_per_class) if count == 0]
     if missing:
         raise ValueError(f"these classes have no support images: {', '.join(missing)}")
-    if len(episode.query_images) == 0:
+    if len(episode.query_x) == 0:
         raise ValueError("the episode has no query images")
     if steps < 0:
         raise ValueError("steps must be 0 or more")
@@ -84,20 +83,20 @@ def adapt(
     params = {n: p.detach() for n, p in learner.initial_params().items()}
     with torch.no_grad():
         params = prepare_head(
-            learner, params, episode.support_images, episode.support_labels, episode.n_way, head_init
+            learner, params, episode.support_x, episode.support_y, episode.n_way, head_init
         )
     result = inner_loop(
-        learner, params, episode.support_images, episode.support_labels, steps,
+        learner, params, episode.support_x, episode.support_y, steps,
         create_graph=False, differentiable=False, record_final=True, on_step=on_step,
     )
     with torch.no_grad():
-        logits = forward(learner, result.params, episode.query_images)
+        logits = forward(learner, result.params, episode.query_x)
         probabilities = torch.softmax(logits, dim=-1)
         predictions = probabilities.argmax(dim=-1)
         query_loss = accuracy = None
-        if episode.query_labels is not None:
-            query_loss = float(task_loss(learner, logits, episode.query_labels))
-            accuracy = float((predictions == episode.query_labels).float().mean())
+        if episode.query_y is not None:
+            query_loss = float(task_loss(learner, logits, episode.query_y))
+            accuracy = float((predictions == episode.query_y).float().mean())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
@@ -108,7 +107,7 @@ def adapt(
         class_names=list(episode.class_names),
         predictions=[int(p) for p in predictions.cpu()],
         probabilities=probabilities.cpu().tolist(),
-        query_labels=None if episode.query_labels is None else [int(v) for v in episode.query_labels.cpu()],
+        query_labels=None if episode.query_y is None else [int(v) for v in episode.query_y.cpu()],
         accuracy=accuracy,
         query_loss=query_loss,
         support_loss=[float(v) for v in result.support_losses],

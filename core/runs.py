@@ -41,8 +41,8 @@ from core.checkpoint import (
     read_metadata,
     supported_rules,
 )
-from core.data.episode import Episode
 from core.data.images import ImageSpec, decode_image
+from core.data.task import Task
 from core.data.uploads import EpisodeImage, ImageFile
 from core.device import describe_device
 from core.learner import Learner
@@ -122,17 +122,17 @@ def checkpoint_record(path: str | Path, metadata: CheckpointMetadata, sha256: st
     )
 
 
-def _check_items(episode: Episode, items: Sequence[EpisodeImage]) -> None:
+def _check_items(episode: Task, items: Sequence[EpisodeImage]) -> None:
     support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
     query = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
-    if len(support) != len(episode.support_labels) or len(query) != len(episode.query_images):
+    if len(support) != len(episode.support_y) or len(query) != len(episode.query_x):
         raise ValueError(
-            f"the episode has {len(episode.support_labels)} support and {len(episode.query_images)} query images "
+            f"the episode has {len(episode.support_y)} support and {len(episode.query_x)} query images "
             f"but {len(support)} support and {len(query)} query items were given"
         )
-    if [i.label for i in support] != [int(v) for v in episode.support_labels]:
+    if [i.label for i in support] != [int(v) for v in episode.support_y]:
         raise ValueError("support item labels do not match the episode's support labels")
-    if episode.query_labels is not None and [i.label for i in query] != [int(v) for v in episode.query_labels]:
+    if episode.query_y is not None and [i.label for i in query] != [int(v) for v in episode.query_y]:
         raise ValueError("query item labels do not match the episode's query labels")
 
 
@@ -163,7 +163,7 @@ def run_rules(
     store: Store,
     checkpoint_path: str | Path,
     rules: Sequence[str],
-    episode: Episode,
+    episode: Task,
     items: Sequence[EpisodeImage],
     steps: int,
     device: torch.device | str,
@@ -197,9 +197,9 @@ def run_rules(
     metadata = read_metadata(path)  # CheckpointError for a missing or broken file
     spec = checkpoint_spec(metadata, path.name)
     expected = (spec.channels, spec.size, spec.size)
-    if tuple(episode.support_images.shape[1:]) != expected or tuple(episode.query_images.shape[1:]) != expected:
+    if tuple(episode.support_x.shape[1:]) != expected or tuple(episode.query_x.shape[1:]) != expected:
         raise ValueError(
-            f"the episode's images are {tuple(episode.support_images.shape[1:])} but {path.name} expects {expected}; "
+            f"the episode's images are {tuple(episode.support_x.shape[1:])} but {path.name} expects {expected}; "
             f"decode them with the checkpoint's image spec"
         )
     items = list(items)
@@ -277,18 +277,18 @@ def _item_record(item: EpisodeImage) -> EpisodeItemInput:
 
 def episode_from_items(
     items: Sequence[EpisodeImage], class_names: Sequence[str], spec: ImageSpec
-) -> Episode:
+) -> Task:
     """Rebuild an episode from stored items (decoded with ``spec``); query labels only if all are known."""
     support = sorted((i for i in items if i.role == "support"), key=lambda i: i.position)
     query = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
     if not support or not query:
         raise ValueError("the stored episode has no support or no query images")
     labels = [item.label for item in query]
-    return Episode(
-        support_images=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in support]),
-        support_labels=torch.tensor([int(i.label) for i in support if i.label is not None], dtype=torch.int64),
-        query_images=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in query]),
-        query_labels=None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.int64),
+    return Task(
+        support_x=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in support]),
+        support_y=torch.tensor([int(i.label) for i in support if i.label is not None], dtype=torch.int64),
+        query_x=torch.stack([decode_image(i.image.data, spec, i.image.source_name) for i in query]),
+        query_y=None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.int64),
         class_names=list(class_names),
         support_sources=[i.image.source_name for i in support],
         query_sources=[i.image.source_name for i in query],

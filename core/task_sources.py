@@ -44,7 +44,7 @@ class EpisodeSource:
         self.sampler = EpisodeSampler(self.image_set, self.n_way, self.k_shot, self.n_query, seed=self.seed)
 
     def task(self, index: int) -> Task:
-        return self.sampler.episode(index).task()
+        return self.sampler.episode(index)
 
     def evaluate(self, learner: Learner, episodes: int, steps: int, seed: int) -> EvaluationResult:
         return evaluate_classification(

@@ -4,7 +4,7 @@ Files written to the run's output folder:
 - ``state.safetensors``: everything needed to resume (meta-parameters, Adam state, iteration, history);
 - ``last.safetensors`` / ``best.safetensors``: deployable checkpoints (best = highest validation score);
 - ``history.jsonl``: one line per validation.
-Episode ``i * meta_batch + t`` of the seeded sampler is task ``t`` of iteration ``i``, so a resumed run sees
+Task ``i * meta_batch + t`` of the seeded sampler is task ``t`` of iteration ``i``, so a resumed run sees
 exactly the tasks an uninterrupted one would have.
 """
 

@@ -52,7 +52,7 @@ def test_each_is_measured_on_held_out_alphabets_for_every_rule_it_supports(path)
     measured_rules = {rule for rule, _, _ in measured}
     assert {metadata.rule.name, "sgd"} <= measured_rules <= set(supported_rules(metadata))
     assert measured == {(rule, way, shot) for rule in measured_rules for way, shot in SETTINGS}
-    # Episode accuracies lie in [0, 1], so their variance is at most a (1 - a) for mean a (Bhatia-Davis), and
+    # Task accuracies lie in [0, 1], so their variance is at most a (1 - a) for mean a (Bhatia-Davis), and
     # the interval 1.96 std / sqrt(n) at most 1.96 sqrt(a (1 - a) / n): 0.012 to 0.040 for these n = 600
     # (a float64 mean and std over 600 values add gamma_1200 at most).
     for r in heldout.results:

@@ -91,7 +91,7 @@ spec_json = json.dumps(spec.to_dict(), sort_keys=True)
 sources = list(CHOICE_LABELS)
 # Without benchmark data the page opens on uploads, not on a benchmark that cannot run.
 default_source = sources.index(BENCHMARK) if benchmark.omniglot_available() else sources.index(own_images.UPLOAD)
-source = st.radio("Episode", sources, index=default_source, format_func=CHOICE_LABELS.get, horizontal=True,
+source = st.radio("Task", sources, index=default_source, format_func=CHOICE_LABELS.get, horizontal=True,
                   key="source", on_change=_forget_finished_run)
 model_view = st.toggle(
     "Show images as the model sees them", key="input_model_view",

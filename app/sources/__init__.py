@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.data.episode import Episode
+from core.data.task import Task
 from core.data.uploads import EpisodeImage
 from core.store import RunSource
 
@@ -28,7 +28,7 @@ CHOICE_LABELS = {
 class Prepared:
     """An episode ready to run, with what the run record says about where it came from."""
 
-    episode: Episode
+    episode: Task
     items: list[EpisodeImage]
     source: RunSource  # stored with the run (benchmark, folder, upload, drawing, camera)
     dataset: str

@@ -1,6 +1,5 @@
 """Data: image decoding, labelled image sets, episode sampling and the sine regression family."""
 
-from core.data.episode import Episode
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet, list_image_files, load_episode_folder
 from core.data.images import (
     IMAGENET_MEAN,
@@ -27,7 +26,6 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MINIIMAGENET_SPEC",
     "OMNIGLOT_SPEC",
-    "Episode",
     "EpisodeSampler",
     "FolderImageSet",
     "ImageError",

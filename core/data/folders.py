@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from core.data.episode import Episode
 from core.data.images import MINIIMAGENET_SPEC, ImageError, ImageSpec, decode_image
 from core.data.sampler import LabelledImageSet
+from core.data.task import Task
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -160,7 +160,7 @@ class MiniImageNetCSVImageSet(_FileListImageSet):
 
 
 
-def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:
+def load_episode_folder(path: str | Path, spec: ImageSpec) -> Task:
     """Read a user-made episode: ``support/<label>/<images>`` plus ``query/<label>/<images>`` (labelled) or
     ``query/<images>`` (unlabelled, ``query_labels`` is ``None``).
 
@@ -231,11 +231,11 @@ def load_episode_folder(path: str | Path, spec: ImageSpec) -> Episode:
     if problems:
         raise ImageError(f"{len(problems)} image(s) in {root} could not be read:\n" + "\n".join(problems))
 
-    return Episode(
-        support_images=torch.stack([decoded[f] for f, _ in support_pairs]),
-        support_labels=torch.tensor([label for _, label in support_pairs], dtype=torch.int64),
-        query_images=torch.stack([decoded[f] for f, _ in query_files]),
-        query_labels=torch.tensor([label for _, label in query_files], dtype=torch.int64) if labelled else None,
+    return Task(
+        support_x=torch.stack([decoded[f] for f, _ in support_pairs]),
+        support_y=torch.tensor([label for _, label in support_pairs], dtype=torch.int64),
+        query_x=torch.stack([decoded[f] for f, _ in query_files]),
+        query_y=torch.tensor([label for _, label in query_files], dtype=torch.int64) if labelled else None,
         class_names=class_names,
         support_sources=[str(f) for f, _ in support_pairs],
         query_sources=[str(f) for f, _ in query_files],

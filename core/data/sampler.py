@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data.episode import Episode
 from core.data.images import ImageSpec, decode_image
+from core.data.task import Task
 
 __all__ = ["EpisodeSampler", "LabelledImageSet"]
 
@@ -76,7 +76,7 @@ class LabelledImageSet(ABC):
 class EpisodeSampler:
     """Samples N-way K-shot episodes from a :class:`LabelledImageSet`, deterministically.
 
-    Episode ``index`` is a pure function of ``(seed, index)`` (its own ``numpy`` generator seeded with
+    Task ``index`` is a pure function of ``(seed, index)`` (its own ``numpy`` generator seeded with
     both), so episodes can be regenerated in any order, in parallel, or after a restart. Each episode picks
     ``n_way`` distinct classes, labelled 0..n_way-1 in the order picked, and ``k_shot + n_query`` distinct
     images per class: the first ``k_shot`` go to the support set, the rest to the query set, so the two
@@ -124,8 +124,8 @@ class EpisodeSampler:
         self.n_query = n_query
         self.seed = seed
 
-    def episode(self, index: int) -> Episode:
-        """Episode number ``index`` (>= 0); identical for the same ``seed`` and ``index``."""
+    def episode(self, index: int) -> Task:
+        """Task number ``index`` (>= 0); identical for the same ``seed`` and ``index``."""
         if index < 0:
             raise ValueError(f"episode index must be non-negative, got {index}")
         rng = np.random.default_rng([self.seed, index])
@@ -146,11 +146,11 @@ class EpisodeSampler:
                 (support_sources if is_support else query_sources).append(self.image_set.source(class_name, item))
 
         labels = torch.arange(self.n_way, dtype=torch.int64)
-        return Episode(
-            support_images=torch.stack(support_images),
-            support_labels=labels.repeat_interleave(self.k_shot),
-            query_images=torch.stack(query_images),
-            query_labels=labels.repeat_interleave(self.n_query),
+        return Task(
+            support_x=torch.stack(support_images),
+            support_y=labels.repeat_interleave(self.k_shot),
+            query_x=torch.stack(query_images),
+            query_y=labels.repeat_interleave(self.n_query),
             class_names=chosen,
             support_sources=support_sources,
             query_sources=query_sources,
@@ -164,12 +164,12 @@ class EpisodeSampler:
             },
         )
 
-    def episodes(self, count: int, start: int = 0) -> Iterator[Episode]:
+    def episodes(self, count: int, start: int = 0) -> Iterator[Task]:
         """Episodes ``start, start + 1, ..., start + count - 1``."""
         for index in range(start, start + count):
             yield self.episode(index)
 
-    def __iter__(self) -> Iterator[Episode]:
+    def __iter__(self) -> Iterator[Task]:
         """Episodes 0, 1, 2, ... without end."""
         index = 0
         while True:

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from core.data.domain import StrokeDomain, domain_warnings
-from core.data.episode import Episode
 from core.data.images import ImageError, ImageSpec, decode_image, preview_png
+from core.data.task import Task
 from core.settings import max_upload_bytes
 
 __all__ = [
@@ -164,7 +164,7 @@ def episode_from_uploads(
     queries: Sequence[UploadedQuery],
     spec: ImageSpec,
     max_bytes: int | None = None,
-) -> tuple[Episode, list[EpisodeImage]]:
+) -> tuple[Task, list[EpisodeImage]]:
     """An episode from uploaded files: ``classes`` is ``[(class name, [(file name, bytes), ...]), ...]`` (the
     support set, in class order), ``queries`` is ``[(file name, bytes, class name or None), ...]``.
 
@@ -240,11 +240,11 @@ def episode_from_uploads(
         items.append(EpisodeImage("query", position, label, decoded[1]))
 
     all_labelled = all(label is not None for label in query_labels)
-    episode = Episode(
-        support_images=torch.stack([decoded[0] for _label, decoded in support if decoded is not None]),
-        support_labels=torch.tensor([label for label, _decoded in support], dtype=torch.int64),
-        query_images=torch.stack([decoded[0] for decoded in decoded_queries if decoded is not None]),
-        query_labels=torch.tensor(query_labels, dtype=torch.int64) if all_labelled else None,
+    episode = Task(
+        support_x=torch.stack([decoded[0] for _label, decoded in support if decoded is not None]),
+        support_y=torch.tensor([label for label, _decoded in support], dtype=torch.int64),
+        query_x=torch.stack([decoded[0] for decoded in decoded_queries if decoded is not None]),
+        query_y=torch.tensor(query_labels, dtype=torch.int64) if all_labelled else None,
         class_names=class_names,
         support_sources=[item.image.source_name for item in items if item.role == "support"],
         query_sources=[item.image.source_name for item in items if item.role == "query"],
@@ -281,7 +281,7 @@ def _readable_name(source: str) -> str:
     return "/".join(Path(path).parts[-3:]) + suffix
 
 
-def items_from_benchmark(episode: Episode) -> list[EpisodeImage]:
+def items_from_benchmark(episode: Task) -> list[EpisodeImage]:
     """The files behind a sampled episode: each support and query source file's bytes, labels and order.
 
     ``source_name`` keeps the last three path parts (``Alphabet/characterNN/file.png``) so runs stay readable
@@ -289,19 +289,19 @@ def items_from_benchmark(episode: Episode) -> list[EpisodeImage]:
     rotated drawing (PNG); decoding it matches the sampler's tensor to within one 8-bit grey level, because
     the rotation then comes before the resize instead of after it.
     """
-    if len(episode.support_sources) != len(episode.support_labels) or len(episode.query_sources) != len(
-        episode.query_images
+    if len(episode.support_sources) != len(episode.support_y) or len(episode.query_sources) != len(
+        episode.query_x
     ):
         raise ValueError("the episode does not name the source file of every image; it cannot be stored")
     items: list[EpisodeImage] = []
     roles: tuple[tuple[Literal["support", "query"], list[str], list[int | None]], ...] = (
-        ("support", episode.support_sources, [int(v) for v in episode.support_labels]),
+        ("support", episode.support_sources, [int(v) for v in episode.support_y]),
         (
             "query",
             episode.query_sources,
             [None] * len(episode.query_sources)
-            if episode.query_labels is None
-            else [int(v) for v in episode.query_labels],
+            if episode.query_y is None
+            else [int(v) for v in episode.query_y],
         ),
     )
     for role, sources, labels in roles:

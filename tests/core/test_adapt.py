@@ -46,7 +46,7 @@ def test_adaptation_lowers_support_loss_on_real_omniglot(episodes, rule):
         losses = result.support_loss
         assert losses[-1] < losses[0] and min(losses[1:]) < 0.75 * losses[0], losses
         assert set(result.traces[0]) == set(learner.inner_names)
-        assert len(result.probabilities) == len(episode.query_images)
+        assert len(result.probabilities) == len(episode.query_x)
         # Softmax divides the n computed exponentials by their own float32 sum (times its reciprocal), so
         # their errors cancel: the n probabilities sum to 1 within gamma_{n-1} (the sum) + 2 u32 (reciprocal,
         # products) <= gamma_{n+1}; adding them up as Python floats costs gamma_{n-1} of float64 more.
@@ -87,13 +87,13 @@ def test_zero_steps_with_prototype_head_is_nearest_prototype(image_set):
 def test_unlabelled_queries_and_bad_episodes(episodes):
     learner = _learner({"name": "sgd", "lr": 0.4})
     episode = episodes[0]
-    episode.query_labels = None
+    episode.query_y = None
     result = adapt(learner, episode, steps=1)
     assert result.accuracy is None and result.query_labels is None and len(result.predictions) == 20
-    empty = type(episode)(episode.support_images, episode.support_labels, episode.query_images[:0], None, episode.class_names)
+    empty = type(episode)(episode.support_x, episode.support_y, episode.query_x[:0], None, episode.class_names)
     with pytest.raises(ValueError, match="no query images"):
         adapt(learner, empty, steps=1)
-    one_class = type(episode)(episode.support_images[:3], episode.support_labels[:3], episode.query_images, None, episode.class_names[:1])
+    one_class = type(episode)(episode.support_x[:3], episode.support_y[:3], episode.query_x, None, episode.class_names[:1])
     with pytest.raises(ValueError, match="at least 2 classes"):
         adapt(learner, one_class, steps=1)
 

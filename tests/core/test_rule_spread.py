@@ -108,7 +108,7 @@ def test_alfa_spread_over_held_out_episodes(checkpoint, omniglot):
     assert any(layer.alpha_shares.episode > 0.01 for layer in spread.layers)
     assert any(max(layer.alpha.std) > 0 for layer in spread.layers)
 
-    # Episode 0 of the same sampler, adapted directly, lies inside the band; one episode alone is its mean.
+    # Task 0 of the same sampler, adapted directly, lies inside the band; one episode alone is its mean.
     learner, _ = load_learner(checkpoint, rule="alfa")
     image_set = OmniglotImageSet(omniglot, alphabets=["Tagalog"], spec=ImageSpec.from_dict(TINY_IMAGE))
     first = adapt(learner, EpisodeSampler(image_set, 3, 1, 2, seed=0).episode(0), 3)

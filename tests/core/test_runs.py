@@ -258,9 +258,9 @@ def test_rerun_finds_the_checkpoint_by_its_contents(store, checkpoint, tmp_path,
 def test_episode_from_items_rebuilds_labels() -> None:
     episode, items = uploads(labelled=None)
     rebuilt = episode_from_items(items, episode.class_names, SPEC)
-    assert torch.equal(rebuilt.support_images, episode.support_images)
-    assert torch.equal(rebuilt.query_images, episode.query_images)
-    assert rebuilt.query_labels is None and rebuilt.support_labels.tolist() == episode.support_labels.tolist()
+    assert torch.equal(rebuilt.support_x, episode.support_x)
+    assert torch.equal(rebuilt.query_x, episode.query_x)
+    assert rebuilt.query_y is None and rebuilt.support_y.tolist() == episode.support_y.tolist()
     with pytest.raises(ValueError, match="no support or no query"):
         episode_from_items([i for i in items if i.role == "support"], episode.class_names, SPEC)
 

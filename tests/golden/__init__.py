@@ -17,9 +17,9 @@ import torch
 
 from core.adapt import adapt
 from core.checkpoint import CheckpointMetadata, find_checkpoints, load_learner, supported_rules
-from core.data.episode import Episode
 from core.data.omniglot import OmniglotImageSet
 from core.data.sampler import EpisodeSampler
+from core.data.task import Task
 from core.settings import SHIPPED_CHECKPOINT_DIR as SHIPPED_DIR
 
 GOLDEN_FILE = Path(__file__).with_name("shipped_predictions.safetensors")
@@ -53,10 +53,10 @@ def cases() -> Iterator[tuple[GoldenCase, Path, CheckpointMetadata]]:
                 yield GoldenCase(entry.path.name, rule, n_way), entry.path, entry.metadata
 
 
-def _double(episode: Episode) -> Episode:
-    return Episode(
-        support_images=episode.support_images.double(), support_labels=episode.support_labels,
-        query_images=episode.query_images.double(), query_labels=episode.query_labels,
+def _double(episode: Task) -> Task:
+    return Task(
+        support_x=episode.support_x.double(), support_y=episode.support_y,
+        query_x=episode.query_x.double(), query_y=episode.query_y,
         class_names=episode.class_names,
     )
 

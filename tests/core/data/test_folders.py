@@ -58,7 +58,7 @@ def test_folder_set_with_split(tmp_path: Path) -> None:
     # classes (0, 50) and a wrong scale (100 / 256) are far outside that.
     assert float(image[0].mean()) == pytest.approx(100 / 255, rel=0, abs=FLAT_MEAN_ERROR)
     episode = EpisodeSampler(image_set, n_way=2, k_shot=1, n_query=1).episode(0)
-    assert episode.support_images.shape == (2, 3, 8, 8)
+    assert episode.support_x.shape == (2, 3, 8, 8)
 
 
 def test_folder_set_without_split_and_custom_name(tmp_path: Path) -> None:
@@ -141,22 +141,22 @@ def test_labelled_episode_folder(tmp_path: Path) -> None:
     make_episode(tmp_path, labelled=True)
     episode = load_episode_folder(tmp_path, SPEC)
     assert episode.class_names == ["ant", "cat", "dog"]
-    assert episode.support_labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert episode.support_images.shape == (6, 3, 8, 8)
-    assert episode.query_labels.tolist() == [1, 1, 2]  # cat/q1, cat/q2, dog/q0
+    assert episode.support_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert episode.support_x.shape == (6, 3, 8, 8)
+    assert episode.query_y.tolist() == [1, 1, 2]  # cat/q1, cat/q2, dog/q0
     assert [Path(s).name for s in episode.query_sources] == ["q1.png", "q2.png", "q0.jpg"]
     assert episode.support_sources[0] == str(tmp_path / "support" / "ant" / "s0.png")
     assert episode.provenance == {"source": "folder", "path": str(tmp_path), "skipped_files": []}
     # Images match their labels: cats are red, dogs blue.
-    assert float(episode.query_images[0, 0].mean()) > 0.9
-    assert float(episode.query_images[2, 2].mean()) > 0.9
+    assert float(episode.query_x[0, 0].mean()) > 0.9
+    assert float(episode.query_x[2, 2].mean()) > 0.9
 
 
 def test_unlabelled_episode_folder(tmp_path: Path) -> None:
     make_episode(tmp_path, labelled=False)
     episode = load_episode_folder(tmp_path, SPEC)
-    assert episode.query_labels is None and not episode.is_labelled
-    assert episode.query_images.shape == (2, 3, 8, 8)
+    assert episode.query_y is None and not episode.is_labelled
+    assert episode.query_x.shape == (2, 3, 8, 8)
     assert [Path(s).name for s in episode.query_sources] == ["mystery1.png", "mystery2.webp"]
 
 
@@ -209,6 +209,6 @@ def _fresh(tmp_path: Path, name: str) -> Path:
 def test_episode_tensors_are_batched_float(tmp_path: Path) -> None:
     make_episode(tmp_path, labelled=True)
     episode = load_episode_folder(tmp_path, ImageSpec(1, 5))
-    assert episode.support_images.dtype == torch.float32
-    assert episode.support_images.shape == (6, 1, 5, 5)
-    assert episode.support_labels.dtype == torch.int64
+    assert episode.support_x.dtype == torch.float32
+    assert episode.support_x.shape == (6, 1, 5, 5)
+    assert episode.support_y.dtype == torch.int64

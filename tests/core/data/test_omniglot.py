@@ -58,8 +58,8 @@ def test_filters_and_sampling(omniglot_root: Path) -> None:
     assert len(image_set.class_names) == 17
     assert all(name.startswith("Tagalog/") for name in image_set.class_names)
     episode = EpisodeSampler(image_set, n_way=5, k_shot=1, n_query=5, seed=0).episode(0)
-    assert episode.support_images.shape == (5, 1, 28, 28)
-    assert episode.query_images.shape == (25, 1, 28, 28)
+    assert episode.support_x.shape == (5, 1, 28, 28)
+    assert episode.query_x.shape == (25, 1, 28, 28)
     with pytest.raises(ValueError, match="Klingon.*available"):
         OmniglotImageSet(omniglot_root, alphabets=["Klingon"])
     with pytest.raises(ValueError, match="images_evaluation"):

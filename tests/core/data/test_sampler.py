@@ -39,10 +39,10 @@ def coded_set(n_classes: int = 8, items: int = 10) -> CodedImageSet:
 
 
 def assert_same_episode(a, b) -> None:
-    assert torch.equal(a.support_images, b.support_images)
-    assert torch.equal(a.query_images, b.query_images)
-    assert torch.equal(a.support_labels, b.support_labels)
-    assert torch.equal(a.query_labels, b.query_labels)
+    assert torch.equal(a.support_x, b.support_x)
+    assert torch.equal(a.query_x, b.query_x)
+    assert torch.equal(a.support_y, b.support_y)
+    assert torch.equal(a.query_y, b.query_y)
     assert a.class_names == b.class_names
     assert a.support_sources == b.support_sources and a.query_sources == b.query_sources
 
@@ -69,11 +69,11 @@ def test_episode_structure() -> None:
     image_set = coded_set(n_classes=8, items=10)
     sampler = EpisodeSampler(image_set, n_way=4, k_shot=3, n_query=5, seed=3)
     for episode in sampler.episodes(5, start=10):
-        assert episode.support_images.shape == (12, 1, 2, 2)
-        assert episode.query_images.shape == (20, 1, 2, 2)
-        assert episode.support_labels.dtype == torch.int64
-        assert episode.support_labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-        assert episode.query_labels.tolist() == functools.reduce(operator.iadd, ([label] * 5 for label in range(4)), [])
+        assert episode.support_x.shape == (12, 1, 2, 2)
+        assert episode.query_x.shape == (20, 1, 2, 2)
+        assert episode.support_y.dtype == torch.int64
+        assert episode.support_y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        assert episode.query_y.tolist() == functools.reduce(operator.iadd, ([label] * 5 for label in range(4)), [])
         assert episode.shots_per_class == [3, 3, 3, 3]
         assert len(set(episode.class_names)) == 4
         # Support and query never share an image.
@@ -81,8 +81,8 @@ def test_episode_structure() -> None:
         assert len(set(episode.support_sources + episode.query_sources)) == 32
         # Every image belongs to the class its label names.
         for images, labels, sources in (
-            (episode.support_images, episode.support_labels, episode.support_sources),
-            (episode.query_images, episode.query_labels, episode.query_sources),
+            (episode.support_x, episode.support_y, episode.support_sources),
+            (episode.query_x, episode.query_y, episode.query_sources),
         ):
             for image, label, source in zip(images, labels.tolist(), sources):
                 class_name = episode.class_names[label]
@@ -146,6 +146,6 @@ def test_file_backed_set_caches_and_pickles(tmp_path: Path) -> None:
     clone = pickle.loads(pickle.dumps(image_set))  # e.g. DataLoader workers
     assert torch.equal(clone.load("c1", 2), first)
     episode = EpisodeSampler(clone, n_way=3, k_shot=1, n_query=2, seed=5).episode(0)
-    for image, label in zip(episode.query_images, episode.query_labels.tolist()):
+    for image, label in zip(episode.query_x, episode.query_y.tolist()):
         class_index = int(episode.class_names[label][1:])
         assert round(float(image[0, 0, 0]) * 255) // 40 == class_index

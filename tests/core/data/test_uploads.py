@@ -26,9 +26,9 @@ def test_three_labelled_classes_make_an_episode_and_keep_the_original_bytes() ->
     classes = upload_classes(3, shots=2)
     episode, items = episode_from_uploads(classes, upload_queries(3), SPEC)
     assert episode.class_names == ["circle", "square", "cross"]
-    assert episode.support_images.shape == (6, 1, 28, 28) and episode.query_images.shape == (3, 1, 28, 28)
-    assert episode.support_labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert episode.query_labels.tolist() == [0, 1, 2]
+    assert episode.support_x.shape == (6, 1, 28, 28) and episode.query_x.shape == (3, 1, 28, 28)
+    assert episode.support_y.tolist() == [0, 0, 1, 1, 2, 2]
+    assert episode.query_y.tolist() == [0, 1, 2]
     assert episode.support_sources[:2] == ["circle-0.png", "circle-1.png"]
     support = [i for i in items if i.role == "support"]
     query = [i for i in items if i.role == "query"]
@@ -36,7 +36,7 @@ def test_three_labelled_classes_make_an_episode_and_keep_the_original_bytes() ->
     assert [i.label for i in support] == [0, 0, 1, 1, 2, 2] and [i.label for i in query] == [0, 1, 2]
     assert support[0].image.data == classes[0][1][0][1]
     assert (support[0].image.mime, support[0].image.width, support[0].image.height) == ("image/png", 40, 40)
-    assert torch.equal(episode.support_images[0], decode_image(classes[0][1][0][1], SPEC))
+    assert torch.equal(episode.support_x[0], decode_image(classes[0][1][0][1], SPEC))
 
 
 def test_query_labels_ignore_case_and_spaces_and_may_be_partial() -> None:
@@ -44,11 +44,11 @@ def test_query_labels_ignore_case_and_spaces_and_may_be_partial() -> None:
     queries = [("q1.png", shape_png(0, 1), "big cat"), ("q2.png", shape_png(1, 1), None), ("q3.png", shape_png(1, 2), " DOG")]
     episode, items = episode_from_uploads(classes, queries, SPEC)
     assert episode.class_names == ["Big Cat", "dog"]
-    assert episode.query_labels is None  # not every query is labelled
+    assert episode.query_y is None  # not every query is labelled
     assert [i.label for i in items if i.role == "query"] == [0, None, 1]
     assert episode.provenance["labelled_queries"] == 2
     all_labelled, _ = episode_from_uploads(classes, [queries[0], queries[2]], SPEC)
-    assert all_labelled.query_labels.tolist() == [0, 1]
+    assert all_labelled.query_y.tolist() == [0, 1]
 
 
 @pytest.mark.parametrize(
@@ -148,8 +148,8 @@ def _sixteen_bit_png() -> bytes:
 def test_every_image_mode_is_converted(data: bytes, mime: str, size: tuple[int, int], spec: ImageSpec) -> None:
     classes = [("odd", [("odd-file", data)]), ("plain", [("plain.png", shape_png(0, 0))])]
     episode, items = episode_from_uploads(classes, [("q.png", data, "odd")], spec)
-    assert episode.support_images.shape == (2, spec.channels, spec.size, spec.size)
-    assert torch.isfinite(episode.support_images).all()
+    assert episode.support_x.shape == (2, spec.channels, spec.size, spec.size)
+    assert torch.isfinite(episode.support_x).all()
     image = items[0].image
     assert (image.mime, (image.width, image.height), image.data) == (mime, size, data)
 
@@ -183,9 +183,9 @@ def test_benchmark_items_carry_the_files_and_decode_to_the_episode(tiny_omniglot
     support = [i for i in items if i.role == "support"]
     query = [i for i in items if i.role == "query"]
     assert len(support) == 4 and len(query) == 8
-    assert [i.label for i in support] == episode.support_labels.tolist()
-    assert [i.label for i in query] == episode.query_labels.tolist()
-    for item, tensor, source in zip(support + query, [*episode.support_images, *episode.query_images],
+    assert [i.label for i in support] == episode.support_y.tolist()
+    assert [i.label for i in query] == episode.query_y.tolist()
+    for item, tensor, source in zip(support + query, [*episode.support_x, *episode.query_x],
                                     episode.support_sources + episode.query_sources):
         assert item.image.mime == "image/png"
         assert item.image.source_name.count("/") == 2 and source.endswith(item.image.source_name)

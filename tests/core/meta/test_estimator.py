@@ -20,7 +20,7 @@ TINY_CONV = {"name": "conv4", "in_channels": 1, "image_size": 8, "filters": 3, "
 def _task(seed: int) -> Task:
     g = torch.Generator().manual_seed(seed)
     labels = torch.tensor([0, 0, 1, 1])
-    return Task(torch.randn(4, 1, 8, 8, generator=g), labels, torch.randn(4, 1, 8, 8, generator=g), labels, 2)
+    return Task(torch.randn(4, 1, 8, 8, generator=g), labels, torch.randn(4, 1, 8, 8, generator=g), labels, ["a", "b"])
 
 
 def test_the_maml_estimators_are_registered_with_their_executions():

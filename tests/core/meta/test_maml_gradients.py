@@ -21,7 +21,7 @@ def _tiny_task(seed: int = 0) -> Task:
     support_x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
     query_x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    return Task(support_x, labels, query_x, labels.clone(), n_classes=3)
+    return Task(support_x, labels, query_x, labels.clone(), class_names=["a", "b", "c"])
 
 
 def _learner(rule: dict, head_init: str = "learned") -> Learner:
@@ -59,7 +59,7 @@ def _flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _in_float32(tasks: list[Task]) -> list[Task]:
-    return [Task(t.support_x.float(), t.support_y, t.query_x.float(), t.query_y, n_classes=t.n_classes) for t in tasks]
+    return [Task(t.support_x.float(), t.support_y, t.query_x.float(), t.query_y, class_names=t.class_names) for t in tasks]
 
 
 def _float64_error(result: dict[str, torch.Tensor], twin32: dict[str, torch.Tensor]) -> float:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.adapt import adapt
 from core.cli import main
-from core.data.episode import Episode
+from core.data.task import Task
 from core.learner import Learner
 from core.meta.inner import forward, inner_loop, prepare_head, task_loss
 from core.rules.anil import ANILRule
@@ -67,13 +67,13 @@ def test_only_the_head_is_adapted_and_it_takes_exactly_a_gradient_step():
 def test_adapt_reports_head_traces_and_a_prototype_head_for_other_class_counts():
     learner = _anil().eval()
     support, labels, query, query_labels = _task()
-    episode = Episode(support, labels, query, query_labels, ["a", "b", "c"])
+    episode = Task(support, labels, query, query_labels, ["a", "b", "c"])
     result = adapt(learner, episode, steps=3, head_init="zero")
     head = head_names(learner.backbone)
     assert result.rule == "anil" and all(set(trace) == {head.weight, head.bias} for trace in result.traces)
     assert all(trace[head.weight]["alpha"] == pytest.approx(LR) for trace in result.traces)
     assert result.support_loss[-1] < result.support_loss[0]
-    two_way = Episode(support[:4], labels[:4], query[:4], query_labels[:4], ["a", "b"])
+    two_way = Task(support[:4], labels[:4], query[:4], query_labels[:4], ["a", "b"])
     assert adapt(learner, two_way, steps=1).head_init == "prototype"  # ANIL does not read the head's values
 
 

@@ -144,7 +144,7 @@ def test_alfa_random_init_never_changes_the_backbone():
     assert all(float(params[n].abs().max()) == 0 for n in learner.inner_names if n.endswith("bias"))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 1, 8, 8, generator=g)
-    task = Task(x, torch.tensor([0, 0, 1, 1]), x.clone(), torch.tensor([0, 0, 1, 1]), n_classes=2)
+    task = Task(x, torch.tensor([0, 0, 1, 1]), x.clone(), torch.tensor([0, 0, 1, 1]), class_names=["a", "b"])
     optimizer = torch.optim.Adam(trainable.values(), lr=0.1)
     grads = estimator.meta_grad([task]).grads
     for n, p in trainable.items():
