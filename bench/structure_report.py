@@ -23,7 +23,8 @@ PACKAGES = ("app", "core", "models")
 EXTENSION_NAMES = {
     "rule": ("per_step", "PerStepRule", "meta_sgd", "MetaSGDRule", "alfa_random"),
     "backbone": ("resnet12", "ResNet12"),
-    "estimator": ("second_order", "first_order", "MAMLGradient", "RecomputingMAMLGradient", "BatchedMAMLGradient"),
+    "estimator": ("second_order", "first_order", "MAMLGradient", "RecomputingMAMLGradient", "BatchedMAMLGradient",
+                  "maml", "fomaml"),
 }
 
 
@@ -138,9 +139,10 @@ def _spelled_names(tree: ast.AST) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             spelled.add(node.value)
-        elif isinstance(node, ast.Name):
+        # Class names used as identifiers; a lower-case identifier (a local ``per_step``) names nothing registered.
+        elif isinstance(node, ast.Name) and node.id[:1].isupper():
             spelled.add(node.id)
-        elif isinstance(node, ast.Attribute):
+        elif isinstance(node, ast.Attribute) and node.attr[:1].isupper():
             spelled.add(node.attr)
         elif isinstance(node, ast.alias):
             spelled.add(node.name.rpartition(".")[2])
