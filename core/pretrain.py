@@ -44,12 +44,8 @@ def pretrained_path(config: TrainConfig) -> Path:
 
 
 def backbone_config(config: TrainConfig, n_classes: int) -> dict[str, Any]:
-    backbone = dict(config.model.backbone)
-    backbone["n_classes"] = n_classes
-    if backbone["name"] in ("conv4", "resnet12"):
-        backbone.setdefault("in_channels", config.data.channels)
-        backbone.setdefault("image_size", config.data.image_size)
-    return backbone
+    """The run's backbone with a head over all ``n_classes`` training classes instead of ``n_way``."""
+    return {**config.backbone_config(), "n_classes": n_classes}
 
 
 def _recipe(config: TrainConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from core.checkpoint.format import FORMAT, CheckpointError
-from core.config import TrainConfig, config_from_dict
+from core.config import _LEGACY_ALGORITHMS, TrainConfig, config_from_dict
 from core.data.images import ImageSpec
 
 __all__ = [
@@ -89,9 +89,8 @@ LEGACY_FALLBACKS: dict[str, Any] = {
     # training and evaluation when the rule has one, else 5 (``MetaConfig``'s default of both).
 }
 _DEFAULT_INNER_STEPS = 5
-# Version-1 headers recorded ``training.algorithm`` before meta-gradient estimators were registered; its two values
-# are the two estimators that existed then (as ``core.config`` reads ``meta.algorithm`` of the stored configs).
-_LEGACY_ALGORITHMS = {"second_order": "maml", "first_order": "fomaml"}
+# Version-1 headers recorded ``training.algorithm`` before meta-gradient estimators were registered; its values map
+# to estimators as ``core.config`` maps ``meta.algorithm`` of the configs stored beside it (one mapping, there).
 # How training recorded "the dataset's default place" in ``training.data.root``.
 _DEFAULT_ROOT = "(default)"
 
