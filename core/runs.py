@@ -185,14 +185,7 @@ def run_rules(
     """
     started = time.perf_counter()
     rules = list(rules)
-    if not rules:
-        raise ValueError("choose at least one inner-loop rule to adapt with")
-    if len(set(rules)) != len(rules):
-        raise ValueError(f"each rule can be chosen once, got {rules}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a whole number, 0 or more, got {steps!r}")
-    if source not in RUN_SOURCES:
-        raise ValueError(f"unknown run source {source!r}; choose from {', '.join(RUN_SOURCES)}")
+    _check_request(rules, steps, source)
     path = Path(checkpoint_path)
     metadata = read_metadata(path)  # CheckpointError for a missing or broken file
     spec = checkpoint_spec(metadata, path.name)
@@ -206,9 +199,59 @@ def run_rules(
     _check_items(episode, items)
     device = torch.device(device)
     query_items = sorted((i for i in items if i.role == "query"), key=lambda i: i.position)
+    run = _run_input(
+        path, metadata, spec, rules, episode, items, query_items, steps, device, source, dataset, split, seed,
+        head_init, note, extra_config,
+    )
+    done: list[AdaptationInput] = []
+    for index, rule in enumerate(rules):
+        label = rule_label(rule)
+
+        def report(stage: str, index: int = index, rule: str = rule, label: str = label, **fields: Any) -> None:
+            if on_progress is not None:
+                on_progress(RuleProgress(total=len(rules), rule=rule, label=label, index=index, stage=stage, **fields))
+
+        try:
+            report("loading")
+            learner, _meta = (loader or _default_loader)(path, rule, device)
+            report("adapting", steps=steps)
+            result = adapt(learner, episode, steps=steps, head_init=head_init, device=device,
+                           on_step=lambda step, report=report: report("adapting", step=step, steps=steps))
+            problem = _non_finite(result)
+            if problem:
+                raise FloatingPointError(f"{problem}; try fewer steps or another rule")
+            record = _adaptation_input(result, query_items)
+        except Exception as error:  # any failure of a rule is recorded, then reported
+            message = f"{label}: {error}"
+            run_id = store.save_failed_run(run, message, done, total_seconds=time.perf_counter() - started)
+            report("failed", error=message)
+            raise RunFailed(run_id, rule, message) from error
+        done.append(record)
+        report("done", seconds=record.seconds, accuracy=record.accuracy, step=steps, steps=steps)
+    return store.save_run(run, done, total_seconds=time.perf_counter() - started)
+
+
+def _check_request(rules: list[str], steps: int, source: str) -> None:
+    if not rules:
+        raise ValueError("choose at least one inner-loop rule to adapt with")
+    if len(set(rules)) != len(rules):
+        raise ValueError(f"each rule can be chosen once, got {rules}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a whole number, 0 or more, got {steps!r}")
+    if source not in RUN_SOURCES:
+        raise ValueError(f"unknown run source {source!r}; choose from {', '.join(RUN_SOURCES)}")
+
+
+def _run_input(
+    path: Path, metadata: CheckpointMetadata, spec: ImageSpec, rules: list[str], episode: Task,
+    items: list[EpisodeImage], query_items: list[EpisodeImage], steps: int, device: torch.device, source: str,
+    dataset: str | None, split: str | None, seed: int | None, head_init: str | None, note: str | None,
+    extra_config: dict[str, Any] | None,
+) -> RunInput:
+    """What the store keeps of the run besides its adaptations: where the episode came from, how it was run."""
     plain = (str, int, float, bool, list, type(None))
     provenance = {k: v for k, v in episode.provenance.items() if isinstance(v, plain)}
-    run = RunInput(
+    return RunInput(
         source=source,  # type: ignore[arg-type] - validated by the store
         dataset=dataset,
         split=split,
@@ -236,36 +279,6 @@ def run_rules(
         items=[_item_record(item) for item in items],
         note=note,
     )
-
-    def report(**fields: Any) -> None:
-        if on_progress is not None:
-            on_progress(RuleProgress(total=len(rules), **fields))
-
-    done: list[AdaptationInput] = []
-    for index, rule in enumerate(rules):
-        label = rule_label(rule)
-        try:
-            report(rule=rule, label=label, index=index, stage="loading")
-            learner, _meta = (loader or _default_loader)(path, rule, device)
-            report(rule=rule, label=label, index=index, stage="adapting", steps=steps)
-
-            def step_done(step: int, rule: str = rule, label: str = label, index: int = index) -> None:
-                report(rule=rule, label=label, index=index, stage="adapting", step=step, steps=steps)
-
-            result = adapt(learner, episode, steps=steps, head_init=head_init, device=device, on_step=step_done)
-            problem = _non_finite(result)
-            if problem:
-                raise FloatingPointError(f"{problem}; try fewer steps or another rule")
-            record = _adaptation_input(result, query_items)
-        except Exception as error:  # any failure of a rule is recorded, then reported
-            message = f"{label}: {error}"
-            run_id = store.save_failed_run(run, message, done, total_seconds=time.perf_counter() - started)
-            report(rule=rule, label=label, index=index, stage="failed", error=message)
-            raise RunFailed(run_id, rule, message) from error
-        done.append(record)
-        report(rule=rule, label=label, index=index, stage="done", seconds=record.seconds, accuracy=record.accuracy,
-               step=steps, steps=steps)
-    return store.save_run(run, done, total_seconds=time.perf_counter() - started)
 
 
 def _item_record(item: EpisodeImage) -> EpisodeItemInput:

@@ -162,7 +162,7 @@ class MiniImageNetCSVImageSet(_FileListImageSet):
 
 def load_episode_folder(path: str | Path, spec: ImageSpec) -> Task:
     """Read a user-made episode: ``support/<label>/<images>`` plus ``query/<label>/<images>`` (labelled) or
-    ``query/<images>`` (unlabelled, ``query_labels`` is ``None``).
+    ``query/<images>`` (unlabelled, ``query_y`` is ``None``).
 
     Class names are the support label folders, sorted. Files that are not images by their extension are left
     out and listed in ``provenance["skipped_files"]`` (relative paths). Every image is decoded before anything is

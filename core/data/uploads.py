@@ -159,25 +159,8 @@ def duplicate_warnings(images: Sequence[ImageRef]) -> list[str]:
     return warnings
 
 
-def episode_from_uploads(
-    classes: Sequence[tuple[str, Sequence[UploadedFile]]],
-    queries: Sequence[UploadedQuery],
-    spec: ImageSpec,
-    max_bytes: int | None = None,
-) -> tuple[Task, list[EpisodeImage]]:
-    """An episode from uploaded files: ``classes`` is ``[(class name, [(file name, bytes), ...]), ...]`` (the
-    support set, in class order), ``queries`` is ``[(file name, bytes, class name or None), ...]``.
-
-    Class names are kept as typed (trimmed); query labels match them ignoring case and whitespace. The
-    episode's ``query_labels`` is set only when every query is labelled; the items always carry each
-    query's own label (``None`` when unlabelled), so partly labelled uploads keep what is known.
-
-    Raises ``ValueError`` for structural problems (fewer than two classes, an empty or duplicate class name,
-    a class without images, no queries, a query label that is not a class) and :class:`ImageError` naming
-    every file that cannot be used (too large for ``max_bytes``, default ``core.settings.max_upload_bytes``; empty,
-    not an image, truncated, a decompression bomb).
-    """
-    limit = max_upload_bytes() if max_bytes is None else max_bytes
+def _class_names(classes: Sequence[tuple[str, Sequence[UploadedFile]]]) -> tuple[list[str], dict[str, int]]:
+    """The classes' names as typed (trimmed) and each normalised name's label; refuses what cannot be an episode."""
     if len(classes) < 2:
         raise ValueError(f"an episode needs at least 2 classes to classify between, got {len(classes)}")
     class_names: list[str] = []
@@ -197,12 +180,17 @@ def episode_from_uploads(
     empty = [class_names[index] for index, (_name, files) in enumerate(classes) if not files]
     if empty:
         raise ValueError(f"these classes have no support images: {', '.join(repr(n) for n in empty)}")
-    if not queries:
-        raise ValueError("no query images: upload at least one image to classify")
-    query_labels: list[int | None] = []
+    return class_names, label_of
+
+
+def _query_labels(
+    queries: Sequence[UploadedQuery], class_names: list[str], label_of: dict[str, int]
+) -> list[int | None]:
+    """Each query's label (``None`` when it has none); a label that names no class is refused."""
+    labels: list[int | None] = []
     for file_name, _data, label in queries:
         if label is None or not str(label).strip():
-            query_labels.append(None)
+            labels.append(None)
             continue
         key = normalise_class_name(label)
         if key not in label_of:
@@ -210,8 +198,33 @@ def episode_from_uploads(
                 f"query {file_name} is labelled {label!r}, which is not one of the classes "
                 f"({', '.join(repr(n) for n in class_names)})"
             )
-        query_labels.append(label_of[key])
+        labels.append(label_of[key])
+    return labels
 
+
+def episode_from_uploads(
+    classes: Sequence[tuple[str, Sequence[UploadedFile]]],
+    queries: Sequence[UploadedQuery],
+    spec: ImageSpec,
+    max_bytes: int | None = None,
+) -> tuple[Task, list[EpisodeImage]]:
+    """An episode from uploaded files: ``classes`` is ``[(class name, [(file name, bytes), ...]), ...]`` (the
+    support set, in class order), ``queries`` is ``[(file name, bytes, class name or None), ...]``.
+
+    Class names are kept as typed (trimmed); query labels match them ignoring case and whitespace. The
+    task's ``query_y`` is set only when every query is labelled; the items always carry each
+    query's own label (``None`` when unlabelled), so partly labelled uploads keep what is known.
+
+    Raises ``ValueError`` for structural problems (fewer than two classes, an empty or duplicate class name,
+    a class without images, no queries, a query label that is not a class) and :class:`ImageError` naming
+    every file that cannot be used (too large for ``max_bytes``, default ``core.settings.max_upload_bytes``; empty,
+    not an image, truncated, a decompression bomb).
+    """
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    class_names, label_of = _class_names(classes)
+    if not queries:
+        raise ValueError("no query images: upload at least one image to classify")
+    query_labels = _query_labels(queries, class_names, label_of)
     errors: list[str] = []
 
     def decode(data: bytes, name: str) -> tuple[torch.Tensor, ImageFile] | None:
