@@ -32,73 +32,83 @@ def recomputed_meta_grad(
     learner: Learner, tasks: Sequence[Task], objective: QueryObjective, inner_steps: int, head_init: str,
     second_order: bool,
 ) -> MetaGradient:
-    def step(fast: Params, step_index: int, task: Task, create_graph: bool) -> Params:
-        grads, _, _ = support_gradients(
-            learner, fast, lambda weights: forward(learner, weights, task.support_x), task.support_y,
-            create_graph=create_graph, retain_graph=create_graph,
-        )
-        return apply_rule(learner, fast, grads, step_index, {})[0]
-
     def task_gradient(task: Task, tensors: list[torch.Tensor], scale: float):
-        initial = prepare_head(
-            learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes, head_init
-        )
-        names = list(initial)
-        # Forward sweep: fast weights after every step, no graph kept.
-        stored = [{n: p.detach() for n, p in initial.items()}]
-        for step_index in range(inner_steps):
-            start = {n: p.detach().requires_grad_(n in learner.inner_names) for n, p in stored[-1].items()}
-            stored.append({n: p.detach() for n, p in step(start, step_index, task, create_graph=False).items()})
-
-        def query_loss(params: Params) -> torch.Tensor:
-            return task_loss(learner, forward(learner, params, task.query_x), task.query_y)
-
-        # The adjoint at the last weights: d(query loss)/dθ_K (the final loss, or the last weighted term).
-        final = {n: p.detach().requires_grad_() for n, p in stored[-1].items()}
-        with torch.enable_grad():
-            output = forward(learner, final, task.query_x)
-            loss = task_loss(learner, output, task.query_y)
-            weight = objective.weight(inner_steps, inner_steps)
-            adjoint = list(torch.autograd.grad(loss * weight * scale, [final[n] for n in names], allow_unused=True))
-        adjoint = [torch.zeros_like(final[n]) if a is None else a for n, a in zip(names, adjoint)]
-        metric = task_metric(learner, output.detach(), task.query_y)
-        # Reported like the loop: the (weighted) query loss the meta-gradient is of.
-        total_loss = float(loss.detach()) * float(weight)
-        meta: list[torch.Tensor | None] = [None] * len(tensors)
-
-        def accumulate(found):
-            for i, g in enumerate(found):
-                if g is not None:
-                    meta[i] = g if meta[i] is None else meta[i] + g
-
-        # Backward sweep: rebuild step k from θ_k, pull the adjoint back to θ_k and the meta-parameters.
-        for step_index in reversed(range(inner_steps)):
-            start = {n: p.detach().requires_grad_() for n, p in stored[step_index].items()}
-            with torch.enable_grad():
-                # First order: the inner gradient is a constant and only the rule's direct use of θ_k remains.
-                nxt = step(start, step_index, task, create_graph=second_order)
-                outputs = [nxt[n] for n in names]
-                extra = 0.0
-                if objective.every_step and step_index > 0:
-                    # MAML++: the query loss after step ``step_index`` (weights θ_step_index) also counts.
-                    unscaled = query_loss(start) * objective.weight(step_index, inner_steps)
-                    total_loss += float(unscaled.detach())
-                    extra = unscaled * scale
-                found = torch.autograd.grad(
-                    outputs + ([extra] if torch.is_tensor(extra) else []),
-                    [start[n] for n in names] + tensors,
-                    grad_outputs=adjoint + ([extra.new_ones(())] if torch.is_tensor(extra) else []),
-                    allow_unused=True,
-                )
-            adjoint = [torch.zeros_like(start[n]) if g is None else g for n, g in zip(names, found[: len(names)])]
-            accumulate(found[len(names):])
-        # Finally through the head set-up and the initial weights to the meta-parameters.
-        with torch.enable_grad():
-            # A scalar surrogate, so a leaf that is both an output and an input (a backbone weight also read by
-            # the prototype head) gets both of its paths summed.
-            terms = [(initial[n] * a).sum() for n, a in zip(names, adjoint) if initial[n].requires_grad]
-            if terms:
-                accumulate(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
-        return meta, total_loss, None if metric is None else float(metric)
+        return _task_gradient(learner, task, tensors, scale, objective, inner_steps, head_init, second_order)
 
     return accumulate_task_gradients(learner, tasks, task_gradient)
+
+
+def _step(learner: Learner, fast: Params, step_index: int, task: Task, create_graph: bool) -> Params:
+    """One inner step from the fast weights ``fast`` (the shared support gradient and rule update)."""
+    grads, _, _ = support_gradients(
+        learner, fast, lambda weights: forward(learner, weights, task.support_x), task.support_y,
+        create_graph=create_graph, retain_graph=create_graph,
+    )
+    return apply_rule(learner, fast, grads, step_index, {})[0]
+
+
+def _task_gradient(
+    learner: Learner, task: Task, tensors: list[torch.Tensor], scale: float, objective: QueryObjective,
+    inner_steps: int, head_init: str, second_order: bool,
+) -> tuple[list[torch.Tensor | None], float, float | None]:
+    """One task's share of the meta-gradient: a forward sweep storing the weights, then the reverse sweep."""
+    initial = prepare_head(
+        learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes, head_init
+    )
+    names = list(initial)
+    # Forward sweep: fast weights after every step, no graph kept.
+    stored = [{n: p.detach() for n, p in initial.items()}]
+    for step_index in range(inner_steps):
+        start = {n: p.detach().requires_grad_(n in learner.inner_names) for n, p in stored[-1].items()}
+        stored.append({n: p.detach() for n, p in _step(learner, start, step_index, task, False).items()})
+
+    def query_loss(params: Params) -> torch.Tensor:
+        return task_loss(learner, forward(learner, params, task.query_x), task.query_y)
+
+    # The adjoint at the last weights: d(query loss)/dθ_K (the final loss, or the last weighted term).
+    final = {n: p.detach().requires_grad_() for n, p in stored[-1].items()}
+    with torch.enable_grad():
+        output = forward(learner, final, task.query_x)
+        loss = task_loss(learner, output, task.query_y)
+        weight = objective.weight(inner_steps, inner_steps)
+        adjoint = list(torch.autograd.grad(loss * weight * scale, [final[n] for n in names], allow_unused=True))
+    adjoint = [torch.zeros_like(final[n]) if a is None else a for n, a in zip(names, adjoint)]
+    metric = task_metric(learner, output.detach(), task.query_y)
+    # Reported like the loop: the (weighted) query loss the meta-gradient is of.
+    total_loss = float(loss.detach()) * float(weight)
+    meta: list[torch.Tensor | None] = [None] * len(tensors)
+
+    def accumulate(found):
+        for i, g in enumerate(found):
+            if g is not None:
+                meta[i] = g if meta[i] is None else meta[i] + g
+
+    # Backward sweep: rebuild step k from θ_k, pull the adjoint back to θ_k and the meta-parameters.
+    for step_index in reversed(range(inner_steps)):
+        start = {n: p.detach().requires_grad_() for n, p in stored[step_index].items()}
+        with torch.enable_grad():
+            # First order: the inner gradient is a constant and only the rule's direct use of θ_k remains.
+            nxt = _step(learner, start, step_index, task, second_order)
+            outputs = [nxt[n] for n in names]
+            extra = 0.0
+            if objective.every_step and step_index > 0:
+                # MAML++: the query loss after step ``step_index`` (weights θ_step_index) also counts.
+                unscaled = query_loss(start) * objective.weight(step_index, inner_steps)
+                total_loss += float(unscaled.detach())
+                extra = unscaled * scale
+            found = torch.autograd.grad(
+                outputs + ([extra] if torch.is_tensor(extra) else []),
+                [start[n] for n in names] + tensors,
+                grad_outputs=adjoint + ([extra.new_ones(())] if torch.is_tensor(extra) else []),
+                allow_unused=True,
+            )
+        adjoint = [torch.zeros_like(start[n]) if g is None else g for n, g in zip(names, found[: len(names)])]
+        accumulate(found[len(names):])
+    # Finally through the head set-up and the initial weights to the meta-parameters.
+    with torch.enable_grad():
+        # A scalar surrogate, so a leaf that is both an output and an input (a backbone weight also read by
+        # the prototype head) gets both of its paths summed.
+        terms = [(initial[n] * a).sum() for n, a in zip(names, adjoint) if initial[n].requires_grad]
+        if terms:
+            accumulate(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
+    return meta, total_loss, None if metric is None else float(metric)
