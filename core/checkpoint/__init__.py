@@ -34,13 +34,13 @@ from core.checkpoint.learner_io import (
 )
 from core.checkpoint.metadata import (
     SCHEMA_VERSION,
-    BackboneSpec,
+    BackboneSetting,
     CheckpointMetadata,
     HeldOutResult,
     HeldOutResults,
     InnerSteps,
     PretrainingRecord,
-    RuleSpec,
+    RuleSetting,
     ShippedInfo,
     TrainingData,
     TrainingRecord,
@@ -51,7 +51,7 @@ from core.checkpoint.metadata import (
 __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
-    "BackboneSpec",
+    "BackboneSetting",
     "CheckpointEntry",
     "CheckpointError",
     "CheckpointMetadata",
@@ -61,7 +61,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "PretrainingRecord",
-    "RuleSpec",
+    "RuleSetting",
     "ShippedInfo",
     "TrainingData",
     "TrainingRecord",

@@ -13,10 +13,10 @@ from core import settings
 from core.checkpoint.catalog import read_metadata, verify_shipped
 from core.checkpoint.format import CheckpointError, read_tensors, write_file
 from core.checkpoint.metadata import (
-    BackboneSpec,
+    BackboneSetting,
     CheckpointMetadata,
     InnerSteps,
-    RuleSpec,
+    RuleSetting,
     TrainingRecord,
     ValidationResult,
 )
@@ -56,9 +56,9 @@ def _model_fields(learner: Learner) -> dict[str, Any]:
     """The metadata that describes the tensors: always taken from the learner itself, never from a caller."""
     rule = learner.rule.config()
     return {
-        "backbone": BackboneSpec(learner.backbone_config["name"],
+        "backbone": BackboneSetting(learner.backbone_config["name"],
                                  {k: v for k, v in learner.backbone_config.items() if k != "name"}),
-        "rule": RuleSpec(rule["name"], {k: v for k, v in rule.items() if k != "name"}),
+        "rule": RuleSetting(rule["name"], {k: v for k, v in rule.items() if k != "name"}),
         "head_init": learner.head_init,
         "task_kind": learner.task_kind,
         "frozen_backbone": learner.frozen_backbone,

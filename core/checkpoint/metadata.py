@@ -32,13 +32,13 @@ from core.data.images import ImageSpec
 __all__ = [
     "LEGACY_FALLBACKS",
     "SCHEMA_VERSION",
-    "BackboneSpec",
+    "BackboneSetting",
     "CheckpointMetadata",
     "HeldOutResult",
     "HeldOutResults",
     "InnerSteps",
     "PretrainingRecord",
-    "RuleSpec",
+    "RuleSetting",
     "ShippedInfo",
     "TrainingData",
     "TrainingRecord",
@@ -99,7 +99,7 @@ T = TypeVar("T")
 
 # ----- the parts ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BackboneSpec:
+class BackboneSetting:
     """The network's registry name and its options, exactly as ``models.backbones.build_backbone`` takes them."""
 
     name: str
@@ -117,7 +117,7 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
-class RuleSpec:
+class RuleSetting:
     """The inner-loop rule's registry name and options, exactly as ``core.rules.build_rule`` takes them."""
 
     name: str
@@ -238,8 +238,8 @@ class CheckpointMetadata:
 
     name: str
     description: str
-    backbone: BackboneSpec
-    rule: RuleSpec
+    backbone: BackboneSetting
+    rule: RuleSetting
     head_init: str
     task_kind: str  # "classification" or "regression"
     frozen_backbone: bool | None  # None: not recorded
@@ -524,7 +524,7 @@ def _component(top: _Fields, key: str) -> Any:
     name = options.pop("name", None)
     if not isinstance(name, str) or not name:
         raise top.fail(f"{key}.name", "a non-empty string", name)
-    return (BackboneSpec if key == "backbone" else RuleSpec)(name, options)
+    return (BackboneSetting if key == "backbone" else RuleSetting)(name, options)
 
 
 def _image(top: _Fields, value: Any) -> ImageSpec:
