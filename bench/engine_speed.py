@@ -40,7 +40,8 @@ CONV4_28 = {"name": "conv4", "in_channels": 1, "image_size": 28, "filters": 64}
 CONV4_84 = {"name": "conv4", "in_channels": 3, "image_size": 84, "filters": 48}  # ALFA paper's 4-CONV (48 filters)
 RESNET12_28 = {"name": "resnet12", "in_channels": 1, "image_size": 28, "widths": [32, 64, 128, 256]}  # shipped
 RESNET12_84 = {"name": "resnet12", "in_channels": 3, "image_size": 84, "widths": [64, 128, 256, 512]}  # paper
-RULES = ("sgd", "per_step", "meta_sgd", "alfa", "alfa_random")
+# The registered rules, spelled out: core.rules imports torch, which must wait until the allocator is tuned.
+RULES = ("sgd", "per_step", "meta_sgd", "alfa", "alfa_random", "anil")
 
 
 def _case(kind, backbone, n_way, k_shot, n_query, steps=5, meta_batch=1, second_order=False, rule="alfa",
