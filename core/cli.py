@@ -275,6 +275,54 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect_rule(args: argparse.Namespace) -> int:
+    """How much a rule's generated alpha/beta depend on the episode (ALFA's claim: per task, not only per step)."""
+    import dataclasses
+
+    import numpy as np
+
+    from core.checkpoint import read_metadata
+    from core.device import pick_device
+    from core.rule_spread import rule_spread
+
+    path = _checkpoint(args)
+    metadata = read_metadata(path)
+    rule = args.rule or metadata.rule.name
+    steps = args.steps if args.steps is not None else metadata.inner_steps.eval
+    way = args.way or metadata.trained_way
+    if way is None:
+        raise ValueError("this checkpoint does not record its class count; pass --way")
+    spread = rule_spread(path, rule, steps, way, args.shot, episodes=args.episodes, seed=args.seed,
+                         head_init=args.head_init, device=pick_device(args.device))
+    rows = []
+    for layer in spread.layers:
+        # The spread across episodes relative to the value, per step; a fixed schedule gives 0 at every step.
+        relative = [sd / abs(m) if m else (0.0 if sd == 0 else float("inf"))
+                    for m, sd in zip(layer.alpha.mean, layer.alpha.std)]
+        rows.append({"layer": layer.layer, "alpha_relative_spread_median": float(np.median(relative)),
+                     "alpha_relative_spread_max": float(max(relative)), "beta_std_max": float(max(layer.beta.std)),
+                     "alpha_episode_share": layer.alpha_shares.episode, "alpha_step_share": layer.alpha_shares.step,
+                     "beta_episode_share": layer.beta_shares.episode})
+    if args.json:
+        print(json.dumps({**{k: v for k, v in dataclasses.asdict(spread).items() if k != "layers"},
+                          "layers": rows, "spread": spread.to_dict()["layers"]}, indent=2))
+        return 0
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.3g}%"
+
+    print(f"{path.name}, rule {rule}: {spread.episodes} held-out {way}-way {args.shot}-shot episodes ({spread.data}), "
+          f"{steps} steps, head {spread.head_init}")
+    print("alpha spread across episodes = std / |mean| per step (median, max); share of the variation explained by")
+    print("the episode and by the step (episodes x steps table); beta: largest std across episodes")
+    print(f"{'layer':<28} {'median':>9} {'max':>9} {'episode':>8} {'step':>8} {'beta std':>9} {'beta ep.':>8}")
+    for row in rows:
+        print(f"{row['layer']:<28} {row['alpha_relative_spread_median']:9.2e} {row['alpha_relative_spread_max']:9.2e} "
+              f"{share(row['alpha_episode_share']):>8} {share(row['alpha_step_share']):>8} "
+              f"{row['beta_std_max']:9.2e} {share(row['beta_episode_share']):>8}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Few-shot meta-learning with learned inner-loop rules")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(adapt)
     adapt.add_argument("--episode", required=True, type=Path)
     adapt.set_defaults(func=cmd_adapt)
+
+    inspect = sub.add_parser("inspect-rule", help="how much a rule's alpha/beta vary across held-out episodes")
+    common(inspect)
+    inspect.add_argument("--episodes", type=int, default=20)
+    inspect.add_argument("--way", type=int, help="default: the class count the checkpoint was trained with")
+    inspect.add_argument("--shot", type=int, default=1)
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.set_defaults(func=cmd_inspect_rule)
 
     info = sub.add_parser("info", help="show a checkpoint's metadata")
     info.add_argument("--checkpoint", type=Path, help="default: the shipped default checkpoint")

@@ -6,7 +6,7 @@ give every episode the same values. :func:`rule_spread` adapts ``N`` seeded epis
 classes with one rule and summarises, per layer and step, the spread of alpha and beta across those episodes,
 plus how much of their variation the episode explains versus the step (:func:`variance_shares`).
 
-The dashboard draws one stored episode against this spread; a later ``inspect-rule`` command reuses it.
+The dashboard draws one stored episode against this spread; ``python -m core inspect-rule`` prints it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import torch
 from core.checkpoint import read_metadata
 from core.checkpoint.format import read_header, read_tensors
 from core.cli import main
+from tests.tolerances import gamma
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,3 +186,37 @@ def test_clear_errors(tmp_path, capsys):
     notckpt.write_text("hello")
     assert main(["adapt", "--checkpoint", str(notckpt), "--episode", str(tmp_path)]) == 2
     assert "not a safetensors checkpoint" in capsys.readouterr().err
+
+
+def test_inspect_rule_reports_how_much_alpha_and_beta_vary_with_the_episode(real_omniglot, capsys):
+    """ALFA's generated values change with the episode; plain SGD's are one fixed value: no spread, nothing to share."""
+    from core.settings import SHIPPED_CHECKPOINT_DIR
+
+    checkpoint = SHIPPED_CHECKPOINT_DIR / "conv4_alfa_maml.safetensors"
+    reports = {}
+    for rule in ("alfa", "sgd"):
+        assert main(["inspect-rule", "--checkpoint", str(checkpoint), "--rule", rule, "--episodes", "3",
+                     "--steps", "2", "--device", "cpu", "--json"]) == 0
+        reports[rule] = json.loads(capsys.readouterr().out)
+    alfa, sgd = reports["alfa"], reports["sgd"]
+    inner = read_metadata(checkpoint).header["inner_tensors"]
+    assert [row["layer"] for row in alfa["layers"]] == inner and alfa["episodes"] == 3 and alfa["steps"] == 2
+    # SGD applies its one rate at every step of every episode, exactly: zero spread, and no variation to split.
+    for row in sgd["layers"]:
+        assert row["alpha_relative_spread_max"] == 0 and row["beta_std_max"] == 0
+        assert row["alpha_episode_share"] is None and row["alpha_step_share"] is None
+    # ALFA's generator reads the task's weights and gradients: its values move with the episode (however little),
+    # and the episode, step and interaction shares of that variation add up to one. The interaction is the
+    # remainder SS_total - SS_episode - SS_step, so the float64 sum of the three shares is one up to two
+    # subtractions, three divisions and two additions (gamma_7); where rounding made the remainder negative it is
+    # clamped to 0, and then the other two already reach one.
+    assert any(row["alpha_relative_spread_max"] > 0 for row in alfa["layers"])
+    for layer in alfa["spread"]:
+        shares = layer["alpha_shares"]
+        if shares["episode"] is None:
+            continue
+        total = shares["episode"] + shares["step"] + shares["interaction"]
+        if shares["interaction"] > 0:
+            assert abs(total - 1) <= gamma(7, torch.float64)
+        else:
+            assert total >= 1 - gamma(7, torch.float64)
