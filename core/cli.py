@@ -344,13 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.set_defaults(func=cmd_pretrain)
 
     def common(p: argparse.ArgumentParser) -> None:
+        from core.objectives import HEAD_INITS
         from core.rules import registered_rule_names
 
         p.add_argument("--checkpoint", type=Path, help="default: the shipped default checkpoint")
         p.add_argument("--rule", choices=registered_rule_names(),
                        help="inner-loop rule (default: the one the checkpoint was trained with)")
         p.add_argument("--steps", type=int, help="inner steps (default: the checkpoint's evaluation steps)")
-        p.add_argument("--head-init", choices=["learned", "zero", "prototype"], help="classifier head set-up")
+        p.add_argument("--head-init", choices=HEAD_INITS, help="classifier head set-up")
         p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
         p.add_argument("--json", action="store_true", help="print JSON")
 

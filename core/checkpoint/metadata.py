@@ -99,8 +99,8 @@ T = TypeVar("T")
 
 # ----- the parts ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BackboneSetting:
-    """The network's registry name and its options, exactly as ``models.backbones.build_backbone`` takes them."""
+class RegisteredSetting:
+    """A registered thing's name and its options: the JSON config its registry builds it from."""
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -108,6 +108,11 @@ class BackboneSetting:
     @property
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **self.options}
+
+
+@dataclass(frozen=True)
+class BackboneSetting(RegisteredSetting):
+    """The network, exactly as ``models.backbones.build_backbone`` takes it."""
 
     @property
     def n_classes(self) -> int | None:
@@ -117,15 +122,8 @@ class BackboneSetting:
 
 
 @dataclass(frozen=True)
-class RuleSetting:
-    """The inner-loop rule's registry name and options, exactly as ``core.rules.build_rule`` takes them."""
-
-    name: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.options}
+class RuleSetting(RegisteredSetting):
+    """The inner-loop rule, exactly as ``core.rules.build_rule`` takes it."""
 
 
 @dataclass(frozen=True)
