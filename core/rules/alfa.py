@@ -16,6 +16,17 @@ at 1.0:
 ``generator_init="identity"`` (an option, not the authors' choice) zeroes the generator's last layer and
 sets its bias to one, so training starts from SGD with the post-multipliers as per-layer rates.
 
+``learning_state="normalised"`` (an option, not the paper's) replaces the gradient means of tau by two
+scale-free statistics per layer, ``mean(grad) / rms(grad)`` and ``log10(rms(grad) + 1e-8)`` (3N inputs).
+Why: with the paper's tau the generated values are the same for every episode
+(``bench/alfa_learning_state.py``). A layer's gradient elements nearly cancel, so their mean is 1-3 % of their
+RMS and about 1e-7 in absolute value; the weight means barely move in 5 steps; and with a zero head the
+backbone's gradients are exactly zero at step 0 while the head's gradient mean is zero at every step (softmax
+cross-entropy gradients sum to zero over the classes). The RMS, by contrast, varies by 5-90 % between episodes.
+
+``freeze_learning_state(states)`` makes the generator read a fixed tau per step instead of the task's (the
+frozen-schedule ablation of ALFA Table 6, ``core.schedule_ablation``).
+
 Deviation from the code: the post-multipliers have ``steps`` entries (the code allocates ``steps + 1``
 and never reads the last).
 """
@@ -32,6 +43,10 @@ from core.rules.base import InnerRule, Params, StepTrace, param_key
 from core.rules.registry import Capabilities, register_rule
 
 GENERATOR_INITS = ("default", "identity")
+LEARNING_STATES = ("means", "normalised")
+# Floor of the gradient RMS under the logarithm: a layer with no gradient (the backbone behind a zero head at
+# step 0) reads log10(1e-8) = -8, below any real float32 gradient RMS seen here (>= 1e-6), with no infinity.
+RMS_FLOOR = 1e-8
 
 
 @dataclass(frozen=True)
@@ -40,17 +55,20 @@ class ALFAOptions:
     lr: float = 0.01  # alpha0's initial value
     weight_decay: float = 5e-4  # beta0 starts at weight_decay * lr (alfa_random: B does)
     generator_init: str = "default"  # "default": PyTorch's init, as the authors' code; or "identity"
+    learning_state: str = "means"  # "means": the paper's tau; "normalised": see the module docstring
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, not {self.steps}")
         if self.generator_init not in GENERATOR_INITS:
             raise ValueError(f"generator_init must be 'default' or 'identity', not {self.generator_init!r}")
+        if self.learning_state not in LEARNING_STATES:
+            raise ValueError(f"learning_state must be 'means' or 'normalised', not {self.learning_state!r}")
 
 
 @register_rule(
     "alfa", label="ALFA", options=ALFAOptions,
-    capabilities=Capabilities(meta_learned=True, reads_head_weights=True), colour="#d62728", order=30,
+    capabilities=Capabilities(meta_learned=True, reads_head_weights=True, task_conditioned=True), colour="#d62728", order=30,
 )
 class ALFARule(InnerRule):
     options: ALFAOptions
@@ -61,9 +79,8 @@ class ALFARule(InnerRule):
         self.steps = int(options.steps)
         lr, weight_decay = float(options.lr), float(options.weight_decay)
         n_layers = len(self.layer_names)
-        self.generator = nn.Sequential(
-            nn.Linear(2 * n_layers, 2 * n_layers), nn.ReLU(), nn.Linear(2 * n_layers, 2 * n_layers)
-        )
+        width = self.state_size
+        self.generator = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 2 * n_layers))
         if options.generator_init == "identity":
             # Start as the plain rule theta <- (1 - beta0) theta - alpha0 grad (alpha~ = beta~ = 1 for every
             # input): the generator then learns task-dependent corrections instead of first having to undo
@@ -82,17 +99,48 @@ class ALFARule(InnerRule):
                 }
             )
 
+        # A fixed tau per step replacing the task's (freeze_learning_state); not a parameter, never saved.
+        self.frozen_learning_state: torch.Tensor | None = None
+
+    @property
+    def state_size(self) -> int:
+        """The generator's input size: 2N for the paper's tau, 3N for the normalised one."""
+        return (2 if self.options.learning_state == "means" else 3) * len(self.layer_names)
+
     def generator_input(self, params: Params, grads: Params) -> torch.Tensor:
-        """The task learning state tau_bar: N weight means (differentiable), then N gradient means (detached)."""
+        """The task learning state tau_bar: N weight means (differentiable), then N gradient means (detached);
+        normalised: N weight means, N ``mean(grad) / rms(grad)``, N ``log10(rms(grad) + RMS_FLOOR)``."""
         weight_means = torch.stack([params[n].mean() for n in self.layer_names])
         grad_means = torch.stack([grads[n].detach().mean() for n in self.layer_names])
-        return torch.cat([weight_means, grad_means])
+        if self.options.learning_state == "means":
+            return torch.cat([weight_means, grad_means])
+        rms = torch.stack([grads[n].detach().pow(2).mean().sqrt() for n in self.layer_names])
+        # mean / rms lies in [-1, 1]; a zero gradient (rms 0, mean 0) reads 0.
+        agreement = grad_means / rms.clamp_min(torch.finfo(rms.dtype).tiny)
+        return torch.cat([weight_means, agreement, torch.log10(rms + RMS_FLOOR)])
 
-    def generate(self, params: Params, grads: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """(alpha~, beta~), one value per updated tensor: the first N outputs, then the last N."""
-        out = self.generator(self.generator_input(params, grads))
+    def freeze_learning_state(self, states: torch.Tensor | None) -> None:
+        """Generate from ``states[j]`` at step ``j`` (``steps x state_size``; the last row for later steps) for
+        every task, instead of from the task's learning state; ``None`` restores the real generator."""
+        if states is not None and (states.ndim != 2 or states.shape[1] != self.state_size or len(states) == 0):
+            raise ValueError(
+                f"a frozen learning state must be (steps, {self.state_size}), not {tuple(states.shape)}"
+            )
+        self.frozen_learning_state = None if states is None else states.detach()
+
+    def generate(
+        self, params: Params, grads: Params, step_index: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(alpha~, beta~, tau): one alpha~ and one beta~ per updated tensor (the generator's first N outputs,
+        then the last N), and the learning state they were generated from."""
+        if self.frozen_learning_state is not None:
+            frozen = self.frozen_learning_state
+            state = frozen[min(step_index, len(frozen) - 1)].to(device=self.alpha0.device, dtype=self.alpha0.dtype)
+        else:
+            state = self.generator_input(params, grads)
+        out = self.generator(state)
         n_layers = len(self.layer_names)
-        return out[:n_layers], out[n_layers:]
+        return out[:n_layers], out[n_layers:], state
 
     def _decay_for(self, name: str, like: torch.Tensor) -> torch.Tensor:
         decay = self.decay[param_key(name)]
@@ -103,10 +151,10 @@ class ALFARule(InnerRule):
 
     def step(self, params: Params, grads: Params, step_index: int, state: dict[str, Any]):
         j = min(step_index, self.steps - 1)
-        alpha_tilde, beta_tilde = self.generate(params, grads)
+        alpha_tilde, beta_tilde, learning_state = self.generate(params, grads, step_index)
         alpha = alpha_tilde * self.alpha0[j]
         beta_scale = beta_tilde * self.beta0[j]
-        trace = StepTrace()
+        trace = StepTrace(learning_state=learning_state.detach())
         new = {}
         for index, name in enumerate(self.layer_names):
             shrink = beta_scale[index]
@@ -121,7 +169,9 @@ class ALFARule(InnerRule):
 
 @register_rule(
     "alfa_random", label="ALFA from random init", options=ALFAOptions,
-    capabilities=Capabilities(meta_learned=True, reads_head_weights=True, reinitialises_backbone=True),
+    capabilities=Capabilities(
+        meta_learned=True, reads_head_weights=True, reinitialises_backbone=True, task_conditioned=True
+    ),
     colour="#1f77b4", order=40,
 )
 class ALFARandomRule(ALFARule):

@@ -31,6 +31,9 @@ class StepTrace:
 
     alpha: dict[str, torch.Tensor] = field(default_factory=dict)
     beta: dict[str, torch.Tensor] = field(default_factory=dict)
+    # What a task-conditioned rule (``Capabilities.task_conditioned``) generated alpha and beta from at this
+    # step (ALFA's tau, detached); None for rules whose values do not depend on the task.
+    learning_state: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, dict[str, float]]:
         return {

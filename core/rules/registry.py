@@ -40,6 +40,9 @@ class Capabilities:
     # The update reads the values of the weights it adapts (ALFA's generator takes each layer's mean weight),
     # so a prototype head, far from the heads seen in training, is out of its distribution: use a zero head.
     reads_head_weights: bool = False
+    # alpha/beta are generated per task from its learning state (ALFA): the rule records that state in each
+    # StepTrace and can replay a fixed one instead (``freeze_learning_state``), the frozen-schedule ablation.
+    task_conditioned: bool = False
 
     def adapted_tensors(self, inner_names: list[str], head: HeadNames) -> list[str]:
         """The tensors the inner loop updates, in the backbone's order, out of the ones it may update."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -77,10 +79,61 @@ def test_alfa_generator_input_layout_and_output_split():
     state[len(NAMES):].sum().backward()
     assert all(g.grad is None for g in grads.values())
     assert rule.generator[0].in_features == 2 * len(NAMES) == rule.generator[2].out_features
-    alpha_tilde, beta_tilde = rule.generate(params, grads)
+    alpha_tilde, beta_tilde, used = rule.generate(params, grads)
     full = rule.generator(rule.generator_input(params, grads))
     torch.testing.assert_close(alpha_tilde, full[: len(NAMES)], **EXACT)  # the same call on the same input
     torch.testing.assert_close(beta_tilde, full[len(NAMES):], **EXACT)
+    torch.testing.assert_close(used, state, **EXACT)
+
+
+def test_normalised_learning_state_is_scale_free_agreement_and_log_rms():
+    rule = ALFARule(NAMES, SHAPES, ALFAOptions(steps=2, learning_state="normalised"))
+    params, grads = _params_and_grads(4)
+    grads["a.bias"] = torch.zeros_like(grads["a.bias"])  # a layer with no gradient (behind a zero head)
+    state = rule.generator_input(params, grads).detach().double()
+    n = len(NAMES)
+    assert rule.state_size == 3 * n == rule.generator[0].in_features and rule.generator[2].out_features == 2 * n
+    for index, name in enumerate(NAMES):
+        g = grads[name].double()
+        rms = float(g.pow(2).mean().sqrt())
+        agreement = float(g.mean()) / rms if rms > 0 else 0.0
+        # float32 means and square roots of a handful of elements: a few float32 ulps of values of order one.
+        eps = torch.finfo(torch.float32).eps
+        assert abs(float(state[n + index]) - agreement) <= 8 * eps
+        assert abs(float(state[2 * n + index]) - math.log10(rms + 1e-8)) <= 8 * eps * 8
+        assert -1 <= float(state[n + index]) <= 1
+    assert float(state[2 * n + NAMES.index("a.bias")]) == pytest.approx(-8.0)
+    # Scaling every gradient by 10 leaves the agreement and adds one to log10(rms) (for rms >> 1e-8).
+    scaled = rule.generator_input(params, {k: 10 * g for k, g in grads.items()}).detach().double()
+    torch.testing.assert_close(scaled[n: 2 * n], state[n: 2 * n], rtol=0, atol=8 * torch.finfo(torch.float32).eps)
+    nonzero = [2 * n + i for i, name in enumerate(NAMES) if name != "a.bias"]
+    torch.testing.assert_close(scaled[nonzero], state[nonzero] + 1, rtol=0, atol=1e-5)
+
+
+def test_frozen_learning_state_replaces_the_tasks_and_is_recorded():
+    rule = ALFARule(NAMES, SHAPES, ALFAOptions(steps=2))
+    params, grads = _params_and_grads(5)
+    other_params, other_grads = _params_and_grads(6)
+    real, trace = rule.step(params, grads, 1, {})
+    torch.testing.assert_close(trace.learning_state, rule.generator_input(params, grads).detach(), **EXACT)
+    frozen = torch.stack([torch.zeros(2 * len(NAMES)), trace.learning_state])  # step 1 reads this task's state
+    rule.freeze_learning_state(frozen)
+    # Another task's weights and gradients, but the same tau: the same alpha/beta as the first task got.
+    _, frozen_trace = rule.step(other_params, other_grads, 1, {})
+    for name in NAMES:
+        assert float(frozen_trace.alpha[name]) == float(trace.alpha[name])
+    torch.testing.assert_close(frozen_trace.learning_state, trace.learning_state, **EXACT)
+    with pytest.raises(ValueError, match=r"must be \(steps, 6\)"):
+        rule.freeze_learning_state(torch.zeros(2, 5))
+    rule.freeze_learning_state(None)
+    again, _ = rule.step(params, grads, 1, {})
+    for name in NAMES:
+        torch.testing.assert_close(again[name], real[name], **EXACT)
+
+
+def test_unknown_learning_state_is_refused():
+    with pytest.raises(ValueError, match="learning_state must be 'means' or 'normalised'"):
+        ALFAOptions(learning_state="sign")
 
 
 @pytest.mark.parametrize("random_init", [False, True])
