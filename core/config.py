@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from core.data.augment import AugmentConfig
 from core.rules import rule_spec
 
 
@@ -33,6 +34,17 @@ class DataConfig:
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
+    # Random affine distortion of training tasks' images (core.data.augment), e.g. { rotation = 10, shear = 10,
+    # scale = [0.9, 1.1], translate = 0.1 }; the default leaves them as they are. Validation and test: never.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, AugmentConfig):
+            return
+        try:
+            self.augment = AugmentConfig.from_table(self.augment)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"data.augment: {error}") from None
 
     @property
     def task_kind(self) -> str:
@@ -274,6 +286,8 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("meta.batched and meta.recompute cannot both be on: choose vmap speed or one step's memory")
     if config.meta.eval_inner_steps < 0:
         raise ConfigError("meta.eval_inner_steps must be 0 or more")
+    if config.data.task_kind != "classification" and not config.data.augment.is_identity:
+        raise ConfigError("data.augment distorts images; sine regression has none (remove data.augment)")
     if config.data.task_kind == "classification" and config.task.n_way < 2:
         raise ConfigError("task.n_way must be at least 2")
 

@@ -3,14 +3,16 @@
 A :class:`TaskSource` hands out task ``index`` of a seeded, reproducible stream (episode ``i * meta_batch + t`` is
 task ``t`` of iteration ``i``, so a resumed run sees the tasks an uninterrupted one would) and evaluates a learner on
 its first ``episodes`` tasks. Training asks its sources; it never asks which kind of task it is training on.
+Only the training source distorts its images (``[data] augment``); held-out tasks are the data as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.config import TrainConfig
+from core.data.augment import AugmentConfig, augment_task, background_fill
 from core.data.factory import build_image_set
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.data.sine import SineTaskFamily
@@ -32,19 +34,22 @@ class TaskSource(Protocol):
 
 @dataclass
 class EpisodeSource:
-    """N-way K-shot classification episodes drawn from a labelled image set."""
+    """N-way K-shot classification episodes drawn from a labelled image set, their images randomly distorted by
+    ``augment`` (task ``index``'s distortion a pure function of ``(seed, index)``; the default: none)."""
 
     image_set: LabelledImageSet
     n_way: int
     k_shot: int
     n_query: int
     seed: int
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         self.sampler = EpisodeSampler(self.image_set, self.n_way, self.k_shot, self.n_query, seed=self.seed)
+        self.fill = background_fill(self.image_set.spec)
 
     def task(self, index: int) -> Task:
-        return self.sampler.episode(index)
+        return augment_task(self.sampler.episode(index), self.augment, self.seed, index, self.fill)
 
     def evaluate(self, learner: Learner, episodes: int, steps: int, seed: int) -> EvaluationResult:
         return evaluate_classification(
@@ -71,10 +76,12 @@ class SineSource:
 
 
 def task_source(config: TrainConfig, role: str) -> TaskSource | None:
-    """The tasks of ``role`` (train / val) for ``config``; ``None`` when the config names no classes for it."""
+    """The tasks of ``role`` (train / val) for ``config``; ``None`` when the config names no classes for it.
+    Only ``train`` tasks are augmented (``config.data.augment``)."""
     if config.data.kind == "sine":
         return SineSource(SineTaskFamily(), config.task.k_shot, config.task.n_query, config.seed)
     if role != "train" and not getattr(config.data, role):
         return None
     task = config.task
-    return EpisodeSource(build_image_set(config, role), task.n_way, task.k_shot, task.n_query, config.seed)
+    augment = config.data.augment if role == "train" else AugmentConfig()
+    return EpisodeSource(build_image_set(config, role), task.n_way, task.k_shot, task.n_query, config.seed, augment)

@@ -33,6 +33,7 @@ from core.checkpoint import (
 from core.checkpoint.format import TRAINING_STATE
 from core.checkpoint.training_state import TrainingProgress, launch_command, read_state, write_state
 from core.config import TrainConfig
+from core.data.augment import AugmentConfig
 from core.data.factory import image_spec
 from core.data.task import Task
 from core.device import pick_device
@@ -192,6 +193,8 @@ class Trainer:
             config.pop("checkpoint", None)
             # Where the data lives and whether it may be downloaded are facts of the machine, not the experiment.
             config["data"] = {k: v for k, v in config.get("data", {}).items() if k not in ("root", "download")}
+            # Runs saved before data.augment existed trained without augmentation; and JSON gives its scale as a list.
+            config["data"]["augment"] = AugmentConfig.from_table(config["data"].get("augment", {})).to_dict()
         if saved != current:
             changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             raise ValueError(
