@@ -124,6 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if learner.task_kind == "regression":
         from core.data.sine import SineTaskFamily
 
+        if args.within_alphabet:
+            raise ValueError("--within-alphabet groups image classes; a sine regression checkpoint has none")
+
         shot = args.shot or _training_config(metadata, "pass --shot").task.k_shot
         result = evaluate_regression(
             learner, SineTaskFamily(), shot, episodes=args.episodes, steps=steps, seed=args.seed,
@@ -131,12 +134,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     else:
         image_set = _evaluation_set(args, metadata)
+        if args.within_alphabet and image_set.group_kind != "alphabet":
+            raise ValueError(f"--within-alphabet needs Omniglot classes, grouped by alphabet; {image_set.name!r} has no alphabets")
         way = args.way or metadata.trained_way
         if way is None:
             raise ValueError("this checkpoint does not record its class count; pass --way")
         result = evaluate_classification(
             learner, image_set, way, args.shot or 1, args.query, args.episodes,
-            steps, seed=args.seed, head_init=args.head_init, progress=not args.json,
+            steps, seed=args.seed, head_init=args.head_init, progress=not args.json, within_group=args.within_alphabet,
         )
     payload = {"checkpoint": str(args.checkpoint), "device": str(device), **result.to_dict()}
     if args.json:
@@ -144,6 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         what = "accuracy" if result.metric == "accuracy" else "MSE"
         shape = f"{result.n_way}-way {result.k_shot}-shot" if result.n_way else f"{result.k_shot}-shot"
+        if result.protocol is not None:
+            shape += f" ({result.protocol})"
         print(f"{result.rule} {shape}, {result.episodes} episodes, {result.steps} steps: {what} {result.summary()} (95% CI)")
     return 0
 
@@ -365,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="train/val/test of the checkpoint's data (default test), or a split folder with --folder")
     evaluate.add_argument("--folder", help="evaluate on a folder-per-class tree instead of the checkpoint's data")
     evaluate.add_argument("--data-root", help="where the checkpoint's dataset lives on this machine")
+    evaluate.add_argument("--within-alphabet", action="store_true",
+                          help="Omniglot: all classes of an episode from one alphabet (Lake et al.'s harder protocol)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     adapt = sub.add_parser("adapt", help="adapt to an episode folder (support/<label>/*, query/...) and classify its queries")

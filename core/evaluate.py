@@ -1,4 +1,8 @@
-"""The standard few-shot evaluation protocol: many episodes, mean accuracy and its 95% confidence interval."""
+"""The standard few-shot evaluation protocol: many episodes, mean accuracy and its 95% confidence interval.
+
+Classification episodes draw their classes from the whole set ("any-classes"), or, for the harder protocol of
+Lake et al., all from one group of it ("within-alphabet" on Omniglot: characters of one alphabet look alike).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class EvaluationResult:
     seed: int
     seconds: float
     values: list[float]
+    protocol: str | None = None  # classification: "any-classes" or "within-<group kind>" ("within-alphabet")
 
     def to_dict(self, with_values: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -65,8 +70,12 @@ def evaluate_classification(
     head_init: str | None = None,
     progress: bool = True,
     on_episode: Callable[[int, float], None] | None = None,
+    within_group: bool = False,
 ) -> EvaluationResult:
-    sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed)
+    """Mean query accuracy over episodes ``0 .. episodes - 1`` of ``EpisodeSampler(image_set, ..., seed)``;
+    ``within_group``: every episode's classes from one group of the set (one Omniglot alphabet)."""
+    sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed, within_group=within_group)
+    protocol = f"within-{image_set.group_kind or 'group'}" if within_group else "any-classes"
     device = next(learner.parameters()).device
     accuracies, used_head = [], head_init
     started = time.perf_counter()
@@ -82,7 +91,7 @@ def evaluate_classification(
     mean, ci = mean_and_ci95(accuracies)
     return EvaluationResult(
         "accuracy", mean, ci, episodes, n_way, k_shot, n_query, steps, learner.rule.name, used_head, seed,
-        time.perf_counter() - started, accuracies,
+        time.perf_counter() - started, accuracies, protocol=protocol,
     )
 
 

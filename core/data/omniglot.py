@@ -110,8 +110,11 @@ class OmniglotImageSet(LabelledImageSet):
     yields rotated classes ``Alphabet/characterNN@rot90`` etc. (rotated counter-clockwise, as
     ``torch.rot90``), the usual way to enlarge Omniglot's class pool. ``splits``/``alphabets`` restrict
     which split folders / alphabets are used (``None``: all found). Decoded drawings are cached unrotated
-    and without limit (all of Omniglot at 28x28 is about 100 MB).
+    and without limit (all of Omniglot at 28x28 is about 100 MB). A class's group is its alphabet, rotated
+    or not (:meth:`group_of`): within-alphabet episodes draw all their characters from one alphabet.
     """
+
+    group_kind = "alphabet"
 
     def __init__(
         self,
@@ -163,6 +166,11 @@ class OmniglotImageSet(LabelledImageSet):
 
     def num_items(self, class_name: str) -> int:
         return len(self._lookup(class_name)[0])
+
+    def group_of(self, class_name: str) -> str:
+        """The alphabet: ``Greek`` for ``Greek/character01`` and for its rotation ``Greek/character01@rot90``."""
+        self._lookup(class_name)
+        return class_name.split("/", 1)[0]
 
     def source(self, class_name: str, index: int) -> str:
         """The drawing's file path, with ``@rotNN`` appended for rotated classes."""

@@ -20,7 +20,9 @@ class LabelledImageSet(ABC):
     """A set of images grouped by class, addressed as ``(class_name, index)``.
 
     Subclasses set ``name``, ``class_names`` (sorted, so episode sampling does not depend on directory
-    listing order) and ``spec``, and implement :meth:`num_items` and :meth:`source`. The default
+    listing order) and ``spec``, and implement :meth:`num_items` and :meth:`source`. A set whose classes come
+    in groups (Omniglot's characters in alphabets) names what a group is in ``group_kind`` and overrides
+    :meth:`group_of`; by default all classes form one group named after the set. The default
     :meth:`load` decodes ``source(...)`` as a file path and keeps decoded tensors in a per-instance LRU
     cache of ``cache_size`` entries (``None``: unbounded). Returned tensors are shared with the cache:
     do not modify them in place.
@@ -29,6 +31,7 @@ class LabelledImageSet(ABC):
     name: str
     class_names: list[str]
     spec: ImageSpec
+    group_kind: str | None = None  # what one group of classes is ("alphabet"); None: the set has one group
 
     def __init__(self, name: str, spec: ImageSpec, cache_size: int | None = None) -> None:
         self.name = name
@@ -59,6 +62,17 @@ class LabelledImageSet(ABC):
     def source(self, class_name: str, index: int) -> str:
         """Where image ``index`` of ``class_name`` comes from (a file path or identifier)."""
 
+    def group_of(self, class_name: str) -> str:
+        """The group ``class_name`` belongs to; by default the set's name (one group for every class)."""
+        return self.name
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group -> its classes (in ``class_names`` order), groups sorted by name."""
+        members: dict[str, list[str]] = {}
+        for class_name in self.class_names:
+            members.setdefault(self.group_of(class_name), []).append(class_name)
+        return dict(sorted(members.items()))
+
     def load(self, class_name: str, index: int) -> torch.Tensor:
         """Image ``index`` of ``class_name`` as a ``[C, H, W]`` float32 tensor, decoded per ``spec``."""
         return self._decode_file(self.source(class_name, index))
@@ -81,6 +95,12 @@ class EpisodeSampler:
     ``n_way`` distinct classes, labelled 0..n_way-1 in the order picked, and ``k_shot + n_query`` distinct
     images per class: the first ``k_shot`` go to the support set, the rest to the query set, so the two
     never share an image. Support and query are ordered class by class.
+
+    ``within_group`` makes every episode's classes come from one group of the set (:meth:`LabelledImageSet.group_of`;
+    for Omniglot one alphabet: Lake et al.'s harder within-alphabet protocol, whose classes look alike): the
+    episode first picks one of the groups that have at least ``n_way`` classes, each equally likely, then
+    ``n_way`` distinct classes of it, from the same generator. Off (the default), episodes are those of a
+    sampler without the option, bit for bit.
     """
 
     def __init__(
@@ -90,6 +110,7 @@ class EpisodeSampler:
         k_shot: int,
         n_query: int,
         seed: int = 0,
+        within_group: bool = False,
     ) -> None:
         if n_way < 2:
             raise ValueError(f"n_way must be at least 2 (a 1-way task has nothing to classify), got {n_way}")
@@ -123,14 +144,34 @@ class EpisodeSampler:
         self.k_shot = k_shot
         self.n_query = n_query
         self.seed = seed
+        self.within_group = within_group
+        # Found once, so each episode picks among the groups with n_way classes or more without regrouping the set.
+        self._eligible_groups: dict[str, list[str]] = {}
+        if within_group:
+            groups = image_set.groups()
+            self._eligible_groups = {group: names for group, names in groups.items() if len(names) >= n_way}
+            if not self._eligible_groups:
+                kind = image_set.group_kind or "group"
+                counts = ", ".join(f"{group!r} has {len(names)}" for group, names in groups.items())
+                raise ValueError(
+                    f"{image_set.name!r}: no {kind} has the {n_way} classes a within-{kind} {n_way}-way episode "
+                    f"needs; classes per {kind}: {counts}"
+                )
 
     def episode(self, index: int) -> Task:
         """Task number ``index`` (>= 0); identical for the same ``seed`` and ``index``."""
         if index < 0:
             raise ValueError(f"episode index must be non-negative, got {index}")
         rng = np.random.default_rng([self.seed, index])
-        all_classes = self.image_set.class_names
-        chosen = [all_classes[i] for i in rng.choice(len(all_classes), size=self.n_way, replace=False)]
+        provenance_group: dict[str, object] = {}
+        if self.within_group:
+            names = list(self._eligible_groups)
+            group = names[int(rng.integers(len(names)))]
+            candidates = self._eligible_groups[group]
+            provenance_group = {"within_group": True, "group": group}
+        else:
+            candidates = self.image_set.class_names
+        chosen = [candidates[i] for i in rng.choice(len(candidates), size=self.n_way, replace=False)]
 
         support_images: list[torch.Tensor] = []
         query_images: list[torch.Tensor] = []
@@ -161,6 +202,7 @@ class EpisodeSampler:
                 "n_way": self.n_way,
                 "k_shot": self.k_shot,
                 "n_query": self.n_query,
+                **provenance_group,
             },
         )
 

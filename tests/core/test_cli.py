@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from core.checkpoint import read_metadata
 from core.checkpoint.format import read_header, read_tensors
@@ -220,3 +221,29 @@ def test_inspect_rule_reports_how_much_alpha_and_beta_vary_with_the_episode(real
             assert abs(total - 1) <= gamma(7, torch.float64)
         else:
             assert total >= 1 - gamma(7, torch.float64)
+
+
+def test_evaluate_within_alphabet_draws_each_episode_from_one_held_out_alphabet(real_omniglot, tmp_path, capsys):
+    """The shipped checkpoints hold out Japanese_(katakana) (47 characters) and Tagalog (17): 20-way within-alphabet
+    episodes can only come from the first; the result names the protocol."""
+    from core.settings import SHIPPED_CHECKPOINT_DIR
+
+    checkpoint = str(SHIPPED_CHECKPOINT_DIR / "conv4_maml.safetensors")
+    base = ["evaluate", "--checkpoint", checkpoint, "--episodes", "2", "--steps", "1", "--query", "1", "--device", "cpu"]
+    run = [*base, "--way", "20"]
+    assert main([*run, "--within-alphabet", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["protocol"] == "within-alphabet" and result["n_way"] == 20 and result["episodes"] == 2
+    assert main([*run, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"] == "any-classes"
+    assert main([*run, "--within-alphabet"]) == 0
+    assert "20-way 1-shot (within-alphabet), 2 episodes" in capsys.readouterr().out
+
+    assert main([*base, "--way", "48", "--within-alphabet"]) == 2
+    assert "no alphabet has the 48 classes a within-alphabet 48-way episode needs" in capsys.readouterr().err
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            Image.new("L", (8, 8), 40 * index).save(tmp_path / name / f"{index}.png")
+    assert main([*base, "--way", "2", "--folder", str(tmp_path), "--within-alphabet"]) == 2
+    assert "--within-alphabet needs Omniglot classes" in capsys.readouterr().err

@@ -27,3 +27,37 @@ def test_ci95_formula():
     assert 0 <= ci <= 1.96 * mean_error / math.sqrt(600)
     with pytest.raises(ValueError):
         mean_and_ci95([])
+
+
+class _Result:
+    accuracy = 1.0
+    head_init = "learned"
+
+
+def test_within_group_evaluation_passes_the_option_to_the_sampler_and_names_the_protocol(monkeypatch):
+    """Every evaluated episode takes its classes from one alphabet, and the result says which protocol it was."""
+    from types import SimpleNamespace
+
+    from core import evaluate
+    from tests.core.data.test_sampler import AlphabetCodedSet
+
+    episodes = []
+
+    def fake_adapt(learner, episode, steps, head_init, device):
+        episodes.append(episode)
+        return _Result()
+
+    monkeypatch.setattr(evaluate, "adapt", fake_adapt)
+    learner = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]), rule=SimpleNamespace(name="sgd"))
+    image_set = AlphabetCodedSet({"Greek": 6, "Latin": 9, "Runic": 3})
+    result = evaluate.evaluate_classification(learner, image_set, 5, 1, 2, episodes=8, steps=1, seed=3,
+                                              progress=False, within_group=True)
+    assert result.protocol == "within-alphabet" and result.to_dict()["protocol"] == "within-alphabet"
+    assert len(episodes) == 8
+    for episode in episodes:
+        assert len({image_set.group_of(name) for name in episode.class_names}) == 1
+        assert episode.provenance["within_group"] is True and episode.provenance["seed"] == 3
+    episodes.clear()
+    default = evaluate.evaluate_classification(learner, image_set, 5, 1, 2, episodes=8, steps=1, seed=3, progress=False)
+    assert default.protocol == "any-classes" and not any("within_group" in e.provenance for e in episodes)
+    assert any(len({image_set.group_of(name) for name in e.class_names}) > 1 for e in episodes)

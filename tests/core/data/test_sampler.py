@@ -7,11 +7,12 @@ import operator
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from core.data import EpisodeSampler, FolderImageSet, ImageSpec, LabelledImageSet
+from core.data import EpisodeSampler, FolderImageSet, ImageSpec, LabelledImageSet, OmniglotImageSet
 from tests.tolerances import unit_roundoff
 
 
@@ -149,3 +150,154 @@ def test_file_backed_set_caches_and_pickles(tmp_path: Path) -> None:
     for image, label in zip(episode.query_x, episode.query_y.tolist()):
         class_index = int(episode.class_names[label][1:])
         assert round(float(image[0, 0, 0]) * 255) // 40 == class_index
+
+
+# ----- within-group episodes (Lake et al.'s within-alphabet protocol) ---------------------------------------------
+
+
+class AlphabetCodedSet(CodedImageSet):
+    """A coded set whose classes ``Alphabet/characterNN`` are grouped by alphabet, as Omniglot's are."""
+
+    group_kind = "alphabet"
+
+    def __init__(self, characters_per_alphabet: dict[str, int], items: int = 10) -> None:
+        super().__init__({
+            f"{alphabet}/character{c:02d}": items
+            for alphabet, count in characters_per_alphabet.items()
+            for c in range(count)
+        })
+
+    def group_of(self, class_name: str) -> str:
+        return class_name.split("/", 1)[0]
+
+
+def _episode_as_before(image_set: LabelledImageSet, n_way: int, k_shot: int, n_query: int, seed: int, index: int):
+    """The sampler's episode as it was written before groups existed: classes, image picks, tensors."""
+    rng = np.random.default_rng([seed, index])
+    chosen = [image_set.class_names[i] for i in rng.choice(len(image_set.class_names), size=n_way, replace=False)]
+    support, query, support_sources, query_sources = [], [], [], []
+    for class_name in chosen:
+        picks = rng.choice(image_set.num_items(class_name), size=k_shot + n_query, replace=False).tolist()
+        support += [image_set.load(class_name, i) for i in picks[:k_shot]]
+        query += [image_set.load(class_name, i) for i in picks[k_shot:]]
+        support_sources += [image_set.source(class_name, i) for i in picks[:k_shot]]
+        query_sources += [image_set.source(class_name, i) for i in picks[k_shot:]]
+    return chosen, torch.stack(support), torch.stack(query), support_sources, query_sources
+
+
+def test_without_the_option_episodes_are_those_of_before_bit_for_bit() -> None:
+    image_set = coded_set(n_classes=12, items=10)
+    default = EpisodeSampler(image_set, n_way=5, k_shot=1, n_query=2, seed=7)
+    explicit = EpisodeSampler(image_set, n_way=5, k_shot=1, n_query=2, seed=7, within_group=False)
+    # Recorded with the sampler before the option existed.
+    recorded = [
+        ["class05", "class06", "class07", "class11", "class09"],
+        ["class09", "class08", "class01", "class03", "class06"],
+        ["class02", "class08", "class04", "class01", "class05"],
+    ]
+    assert [default.episode(i).class_names for i in range(3)] == recorded
+    assert default.episode(0).support_sources == [
+        "coded:class05:8", "coded:class06:7", "coded:class07:9", "coded:class11:9", "coded:class09:4",
+    ]
+    grouped = AlphabetCodedSet({"Greek": 6, "Latin": 9})  # groups exist, the option is off: they play no part
+    for images, n_way, k_shot, n_query in ((image_set, 5, 1, 2), (grouped, 4, 2, 3)):
+        sampler = EpisodeSampler(images, n_way, k_shot, n_query, seed=7)
+        for index in range(6):
+            episode = sampler.episode(index)
+            chosen, support, query, support_sources, query_sources = _episode_as_before(
+                images, n_way, k_shot, n_query, 7, index
+            )
+            assert episode.class_names == chosen
+            assert torch.equal(episode.support_x, support) and torch.equal(episode.query_x, query)
+            assert episode.support_sources == support_sources and episode.query_sources == query_sources
+            assert "within_group" not in episode.provenance and "group" not in episode.provenance
+    for index in range(6):
+        assert_same_episode(default.episode(index), explicit.episode(index))
+
+
+def test_within_group_episodes_take_all_their_classes_from_one_group_with_enough_of_them() -> None:
+    image_set = AlphabetCodedSet({"Greek": 6, "Latin": 9, "Runic": 3})
+    sampler = EpisodeSampler(image_set, n_way=5, k_shot=1, n_query=2, seed=1, within_group=True)
+    seen = set()
+    for episode in sampler.episodes(60):
+        alphabets = {image_set.group_of(name) for name in episode.class_names}
+        assert len(alphabets) == 1 and len(set(episode.class_names)) == 5
+        (alphabet,) = alphabets
+        assert episode.provenance["within_group"] is True and episode.provenance["group"] == alphabet
+        # Labels, images and sources still follow the chosen classes.
+        for image, label, source in zip(episode.query_x, episode.query_y.tolist(), episode.query_sources):
+            class_name = episode.class_names[label]
+            assert source.startswith(f"coded:{class_name}:")
+            assert int(image[0, 0, 0]) // 100 == image_set.class_names.index(class_name)
+        seen.add(alphabet)
+    assert seen == {"Greek", "Latin"}  # Runic has 3 characters, too few for 5-way
+
+
+def test_within_group_episodes_are_seeded() -> None:
+    image_set = AlphabetCodedSet({"Greek": 6, "Latin": 9})
+    first = EpisodeSampler(image_set, n_way=4, k_shot=1, n_query=2, seed=5, within_group=True)
+    second = EpisodeSampler(AlphabetCodedSet({"Greek": 6, "Latin": 9}), n_way=4, k_shot=1, n_query=2, seed=5,
+                            within_group=True)
+    forward = [first.episode(i) for i in range(5)]
+    backward = [second.episode(i) for i in reversed(range(5))][::-1]
+    for a, b in zip(forward, backward):
+        assert_same_episode(a, b)
+        assert a.provenance == b.provenance
+    assert len({tuple(e.support_sources) for e in forward}) == 5
+    other_seed = EpisodeSampler(image_set, n_way=4, k_shot=1, n_query=2, seed=6, within_group=True)
+    assert other_seed.episode(0).support_sources != forward[0].support_sources
+
+
+def test_without_groups_the_whole_set_is_one_group() -> None:
+    image_set = coded_set(n_classes=6)
+    assert image_set.group_kind is None and image_set.group_of("class03") == "coded"
+    assert image_set.groups() == {"coded": image_set.class_names}
+    episode = EpisodeSampler(image_set, n_way=5, k_shot=1, n_query=1, within_group=True).episode(0)
+    assert episode.provenance["group"] == "coded"
+
+
+def test_within_group_with_no_group_large_enough_says_which_groups_have_how_many() -> None:
+    image_set = AlphabetCodedSet({"Latin": 3, "Greek": 2})
+    message = (
+        r"'coded': no alphabet has the 4 classes a within-alphabet 4-way episode needs; "
+        r"classes per alphabet: 'Greek' has 2, 'Latin' has 3"
+    )
+    with pytest.raises(ValueError, match=message):
+        EpisodeSampler(image_set, n_way=4, k_shot=1, n_query=1, within_group=True)
+    EpisodeSampler(image_set, n_way=4, k_shot=1, n_query=1)  # across alphabets there are 5 classes
+    with pytest.raises(ValueError, match="no group has the 7 classes a within-group 7-way"):
+        EpisodeSampler(_UngroupedPair(), n_way=7, k_shot=1, n_query=1, within_group=True)
+
+
+class _UngroupedPair(CodedImageSet):
+    """Two groups of 4 classes, without a name for what a group is."""
+
+    def __init__(self) -> None:
+        super().__init__({f"{group}{c}": 5 for group in "ab" for c in range(4)})
+
+    def group_of(self, class_name: str) -> str:
+        return class_name[0]
+
+
+def test_real_omniglot_20_way_within_alphabet_episodes_come_only_from_katakana(real_omniglot) -> None:
+    """Of the held-out alphabets, Japanese_(katakana) has 47 characters and Tagalog 17: only the first can fill a
+    20-way within-alphabet episode; 10-way episodes come from both."""
+    held_out = OmniglotImageSet(real_omniglot, alphabets=["Japanese_(katakana)", "Tagalog"])
+    assert held_out.group_kind == "alphabet"
+    assert {alphabet: len(names) for alphabet, names in held_out.groups().items()} == {
+        "Japanese_(katakana)": 47, "Tagalog": 17,
+    }
+    sampler = EpisodeSampler(held_out, n_way=20, k_shot=1, n_query=1, seed=0, within_group=True)
+    for episode in sampler.episodes(12):
+        assert {name.split("/", 1)[0] for name in episode.class_names} == {"Japanese_(katakana)"}
+        assert episode.provenance["group"] == "Japanese_(katakana)" and len(set(episode.class_names)) == 20
+    ten_way = EpisodeSampler(held_out, n_way=10, k_shot=1, n_query=1, seed=0, within_group=True)
+    groups = [ten_way.episode(i).provenance["group"] for i in range(20)]
+    assert set(groups) == {"Japanese_(katakana)", "Tagalog"}
+    with pytest.raises(ValueError, match="'Japanese_\\(katakana\\)' has 47, 'Tagalog' has 17"):
+        EpisodeSampler(held_out, n_way=48, k_shot=1, n_query=1, within_group=True)
+    # A rotated character belongs to its alphabet.
+    rotated = OmniglotImageSet(real_omniglot, alphabets=["Greek"], rotations=(0, 90))
+    assert rotated.group_of("Greek/character01@rot90") == "Greek" and list(rotated.groups()) == ["Greek"]
+    with pytest.raises(KeyError, match="no class"):
+        rotated.group_of("Latin/character01")
