@@ -32,6 +32,7 @@ from core.checkpoint.format import (
 from core.checkpoint.metadata import PretrainingRecord
 from core.checkpoint.training_state import PretrainingProgress, launch_command, read_state, write_state
 from core.config import TrainConfig
+from core.data.augment import augment_generator, background_fill, random_affine
 from core.data.factory import build_image_set
 from core.device import pick_device
 from models.backbones import build_backbone, head_names
@@ -58,6 +59,8 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
                  "mean": list(data.mean), "std": list(data.std)},
         "pretrain": {k: v for k, v in vars(config.pretrain).items() if k != "output"},
         "seed": config.seed,
+        # Only when on, so that files pre-trained before augmentation existed still match their configs.
+        **({} if data.augment.is_identity else {"augment": data.augment.to_dict()}),
     }
 
 
@@ -81,6 +84,7 @@ class Pretrainer:
         if not images:
             raise ValueError("the training split holds no images")
         self.images = torch.stack(images)
+        self.fill = background_fill(image_set.spec)
         self.labels = torch.tensor(labels)
         torch.manual_seed(config.seed)
         self.model = build_backbone(backbone_config(config, len(self.class_names))).to(self.device)
@@ -108,7 +112,12 @@ class Pretrainer:
             index = order[start:start + p.batch_size]
             if len(index) < 2:  # batch norm on batch statistics needs two images
                 continue
-            x, y = self.images[index].to(self.device), self.labels[index].to(self.device)
+            x, y = self.images[index], self.labels[index].to(self.device)
+            if not self.config.data.augment.is_identity:
+                # Batch b of epoch e gets its own seeded draw: a resumed pre-training sees the same images.
+                rng = augment_generator(self.config.seed, epoch * len(batches) + start // p.batch_size)
+                x = random_affine(x, self.config.data.augment, rng, self.fill)
+            x = x.to(self.device)
             logits = self.model(x)
             loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)

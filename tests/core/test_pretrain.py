@@ -12,7 +12,7 @@ from core.checkpoint import CheckpointError, read_metadata
 from core.checkpoint.format import read_header, read_tensors
 from core.cli import main
 from core.config import ConfigError, config_from_dict, load_config
-from core.pretrain import Pretrainer, load_pretrained
+from core.pretrain import Pretrainer, _recipe, load_pretrained
 from tests.core.test_cli import TINY
 from tests.tolerances import gamma, unit_roundoff
 
@@ -96,3 +96,32 @@ def test_cli_pretrain_without_stage(tmp_path, capsys):
     path.write_text('[data]\nkind = "omniglot"\n')
     assert main(["pretrain", "--config", str(path)]) == 2
     assert "no [pretrain] stage" in capsys.readouterr().err
+
+
+def test_pretraining_augments_its_batches_seeded_and_records_it(tmp_path, real_omniglot):
+    """``[data] augment`` distorts pre-training batches too: seeded by (seed, epoch, batch), so two runs agree bit
+    for bit, the images differ from the plain run's, and the recipe says so (a plain file does not match it)."""
+    plain_path = _config(tmp_path, real_omniglot, "plain", 1, tmp_path / "plain.safetensors")
+    augmented_text = plain_path.read_text().replace("[task]", "augment = { rotation = 15, scale = [0.8, 1.2] }\n\n[task]")
+    augmented_path = tmp_path / "augmented.toml"
+    augmented_path.write_text(augmented_text.replace("plain.safetensors", "augmented.safetensors"))
+    plain, augmented = load_config(plain_path), load_config(augmented_path)
+    seen = []
+    for config in (plain, augmented, augmented):
+        trainer = Pretrainer(config, device="cpu", progress=False)
+        batches = []
+        forward = trainer.model.forward
+        def recording(x, batches=batches, forward=forward, **kwargs):
+            batches.append(x.clone())
+            return forward(x, **kwargs)
+
+        trainer.model.forward = recording
+        trainer.train_epoch(0)
+        seen.append((batches, {k: v.clone() for k, v in trainer.model.state_dict().items()}))
+    (plain_batches, _), (first_batches, first_state), (second_batches, second_state) = seen
+    assert all(torch.equal(a, b) for a, b in zip(first_batches, second_batches))
+    for name in first_state:
+        torch.testing.assert_close(second_state[name], first_state[name], rtol=0, atol=0, msg=name)
+    assert all(not torch.equal(a, b) for a, b in zip(plain_batches, first_batches))
+    assert _recipe(augmented)["augment"]["rotation"] == 15
+    assert "augment" not in _recipe(plain)
