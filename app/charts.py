@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from app.formatting import rule_label
 from core.layer_names import LayerLabel, label_layers
 from core.rule_spread import LayerSpread, RuleSpread
 from core.rules import rule_colour as registered_rule_colour
@@ -26,6 +27,7 @@ from core.store import AdaptationDetail
 
 _MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}
 DEPTH_COLOURS = "Viridis"
+STEP_COLOURS = "Plasma"  # sampled up to 0.85: its yellow end would vanish on white
 QUANTITY_KEYS = ("alpha", "beta")
 
 ALPHA_BETA_GUIDE = (
@@ -370,6 +372,61 @@ def spread_figure(
                        f"{spread.episodes} held-out episodes ({spread.n_way}-way {spread.k_shot}-shot)",
                "subtitle": {"text": f"largest std over the held-out episodes at any step: {widest}"}},
         height=400, margin=_MARGIN, legend={"orientation": "h", "y": -0.2},
+    )
+    return figure
+
+
+def adaptivity_figure(spread: RuleSpread, backbone: dict[str, Any] | None = None) -> go.Figure:
+    """α (left) and β (right) per layer over held-out episodes, as ALFA's Figure 3 (Baik et al. 2020) draws them.
+
+    x: the layers, input to output, with readable names; one series per inner step, coloured by step and set a
+    little apart within each layer: a marker at the mean over the episodes and an error bar from their minimum to
+    their maximum.
+    """
+    layers = label_layers([layer.layer for layer in spread.layers], backbone)
+    steps = spread.steps
+    # Steps side by side within a layer's slot, filling 70 % of it.
+    width = 0.7 / steps
+    offsets = [(j - (steps - 1) / 2) * width for j in range(steps)]
+    colours = sample_colorscale(STEP_COLOURS, [0.85 * j / max(steps - 1, 1) for j in range(steps)])
+    figure = _two_panels()
+    for column, key in enumerate(QUANTITY_KEYS, start=1):
+        symbol = QUANTITIES[key].symbol
+        per_layer = [getattr(spread.layer(label.name), key) for label in layers]
+        for j in range(steps):
+            mean = [values.mean[j] for values in per_layer]
+            low = [values.minimum[j] for values in per_layer]
+            high = [values.maximum[j] for values in per_layer]
+            figure.add_trace(
+                go.Scatter(
+                    x=[index + offsets[j] for index in range(len(layers))], y=_clean(mean), mode="markers",
+                    name=f"step {j}", legendgroup=f"step {j}", showlegend=column == 1,
+                    marker={"color": colours[j], "size": 7},
+                    error_y={"type": "data", "symmetric": False, "color": colours[j], "thickness": 1.5, "width": 3,
+                             # A mean of equal values can round past them: a bar is never negative.
+                             "array": [max(h - m, 0.0) for h, m in zip(high, mean)],
+                             "arrayminus": [max(m - lo, 0.0) for m, lo in zip(mean, low)]},
+                    customdata=[(label.label, lo, h, values.std[j])
+                                for label, lo, h, values in zip(layers, low, high, per_layer)],
+                    hovertemplate=f"%{{customdata[0]}}, step {j}<br>mean {symbol} = %{{y:.7g}} (std "
+                                  "%{customdata[3]:.3g})<br>from %{customdata[1]:.7g} to %{customdata[2]:.7g}"
+                                  "<extra></extra>",
+                ),
+                row=1, col=column,
+            )
+        figure.update_xaxes(
+            tickmode="array", tickvals=list(range(len(layers))), ticktext=[label.label for label in layers],
+            tickangle=-45, range=[-0.5, len(layers) - 0.5], title={"text": "layer (input to output)"},
+            row=1, col=column,
+        )
+        figure.update_yaxes(title={"text": symbol}, row=1, col=column)
+    _reference_lines(figure)
+    figure.update_layout(
+        title={"text": f"{rule_label(spread.rule)}: α and β per layer over {spread.episodes} held-out episodes "
+                       f"({spread.n_way}-way {spread.k_shot}-shot)",
+               "subtitle": {"text": "marker: the mean over the episodes; bar: from their minimum to their maximum"}},
+        # Room above the panel titles for the subtitle; the legend on the right, clear of the long tick labels.
+        height=500, margin={**_MARGIN, "t": 100}, legend={"title": {"text": "inner step"}},
     )
     return figure
 

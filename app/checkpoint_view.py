@@ -3,17 +3,27 @@
 Two measurements are shown, each named for what it is: the *validation* accuracy, measured during training on the
 validation classes (``best.safetensors`` is the checkpoint that scored highest on it), and the *held-out test*
 accuracy of shipped checkpoints, measured when packaging on classes never used for training or model selection.
+A checkpoint with a meta-learned rule also shows its adaptivity figures (alpha/beta over held-out episodes), as
+recorded in the file, or measured on request when it records none.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
+from app import charts
 from app.formatting import percent, rule_label
-from core.checkpoint import CheckpointMetadata, ValidationResult
+from app.resources import cached_loader
+from core.checkpoint import CheckpointMetadata, ValidationResult, file_sha256
 from core.config import ConfigError
+from core.device import pick_device
+from core.packaging import AdaptivityUnavailable, adaptivity_protocol, measure_adaptivity
+from core.rule_spread import RuleSpread
+from core.settings import omniglot_root
 
 TRAIN_COMMAND = "python -m core train --config configs/omniglot/conv4_alfa_maml.toml"
 
@@ -155,3 +165,77 @@ def render_checkpoint_summary(metadata: CheckpointMetadata) -> None:
     if metadata.training is not None and metadata.training.command:
         st.caption("Trained with:")
         st.code(metadata.training.command, language="bash")
+
+
+# Below this std/|mean| of alpha at every layer and step the episodes change the rate in its fourth significant
+# digit at most: no chart can show it, and the rule acts as a fixed per-step schedule.
+FIXED_SCHEDULE_SPREAD = 1e-3
+ADAPTIVITY_HEADING = "α and β across held-out episodes (as ALFA's Figure 3)"
+
+
+def adaptivity_caption(spread: RuleSpread) -> str:
+    """One line on how much the episode moves the generated α: the largest ``std / |mean|`` over layers and
+    steps, the largest share of a layer's α variation the episode explains, and what they mean."""
+    relative = spread.largest_relative_alpha_spread()
+    share = spread.largest_alpha_episode_share()
+    if share is None:
+        return (f"α is the same in all {spread.episodes} held-out episodes, at every layer and step: the rule "
+                "ignores the episode.")
+    relative_text = "unbounded (a mean of 0 varies)" if math.isinf(relative) else f"{relative:.2g}"
+    if relative < FIXED_SCHEDULE_SPREAD:
+        meaning = "the generated rates are the same for every episode: a fixed per-step schedule"
+    elif share < 0.5:
+        meaning = "the rates move with the episode, but the step explains most of their variation"
+    else:
+        meaning = "the rates depend on the episode: the rule sets them per task"
+    return (f"Largest spread of α across the {spread.episodes} episodes: std/|mean| {relative_text} (over layers and "
+            f"steps); the episode explains at most {100 * share:.2g}% of a layer's α variation. So {meaning}.")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _measured_adaptivity(path: str, sha256: str, data_root: str) -> RuleSpread:
+    # Keyed by the file's hash (a file changed in place is measured afresh) and by where the data is read.
+    return measure_adaptivity(path, device=pick_device(), loader=cached_loader, omniglot_root=data_root,
+                              expected_sha256=sha256)
+
+
+def _adaptivity_on_request(path: Path, metadata: CheckpointMetadata, key: str) -> RuleSpread | None:
+    """A button to measure the figures of a checkpoint that records none (then them, on every later rerun);
+    ``None`` while there is nothing to draw."""
+    data_root = omniglot_root()
+    try:
+        protocol = adaptivity_protocol(metadata, data_root)
+    except AdaptivityUnavailable as why:
+        st.caption(f"{ADAPTIVITY_HEADING}: not recorded, and not measurable here: {why}.")
+        return None
+    if protocol is None:
+        return None  # a rule without meta-learned parameters: its α and β are its settings
+    requested = f"{key}_adaptivity_requested"
+    if not st.session_state.get(requested):
+        st.caption(f"{ADAPTIVITY_HEADING}: this checkpoint does not record them.")
+        if not st.button(f"Measure them now ({protocol.described})", key=f"{key}_measure_adaptivity"):
+            return None
+        st.session_state[requested] = True
+    try:
+        with st.spinner(f"Adapting {protocol.described} with {rule_label(protocol.rule)}…", show_time=True):
+            return _measured_adaptivity(str(path), file_sha256(path), str(data_root))
+    except (ValueError, OSError, RuntimeError) as error:
+        st.error(f"The α/β figures could not be measured: {error}")
+        return None
+
+
+def render_adaptivity(path: Path, metadata: CheckpointMetadata, key: str) -> None:
+    """The checkpoint's adaptivity figures (ALFA's Figure 3) with a caption in words; when the file records none
+    and its rule is meta-learned, a button that measures them (cached per file hash, not written to the file)."""
+    spread = metadata.adaptivity
+    recorded = spread is not None
+    if spread is None:
+        spread = _adaptivity_on_request(path, metadata, key)
+        if spread is None:
+            return
+    st.markdown(f"**{ADAPTIVITY_HEADING}**")
+    st.plotly_chart(charts.adaptivity_figure(spread, metadata.backbone.config), key=f"{key}_adaptivity",
+                    width="stretch")
+    where = "recorded when the checkpoint was packaged" if recorded else "measured now, not stored in the file"
+    st.caption(f"{adaptivity_caption(spread)} ({spread.data}, {spread.n_way}-way {spread.k_shot}-shot, "
+               f"{spread.steps} steps, seed {spread.seed}; {where}.)")

@@ -4,19 +4,18 @@ ALFA (Baik et al., NeurIPS 2020, eq. 4 and 7) generates ``alpha`` and ``beta`` p
 the task's learning state, so they differ between episodes; fixed rules (SGD, learned per-step rates, Meta-SGD)
 give every episode the same values. :func:`rule_spread` adapts ``N`` seeded episodes of a checkpoint's held-out
 classes with one rule and summarises, per layer and step, the spread of alpha and beta across those episodes,
-plus how much of their variation the episode explains versus the step (:func:`variance_shares`).
+plus how much of their variation the episode explains versus the step (:func:`variance_shares`). The records
+and that arithmetic are :mod:`core.spread` (re-exported here), since checkpoint metadata stores them too.
 
 The dashboard draws one stored episode against this spread; ``python -m core inspect-rule`` prints it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from core import settings
@@ -26,14 +25,17 @@ from core.data.folders import FolderImageSet
 from core.data.omniglot import OmniglotImageSet, list_alphabets
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.learner import Learner
+from core.spread import LayerSpread, RuleSpread, StepSpread, VarianceShares, spread_of_traces, variance_shares
 
 __all__ = [
     "DEFAULT_EPISODES",
+    "HeldOutData",
     "HeldOutDataMissing",
     "LayerSpread",
     "RuleSpread",
     "StepSpread",
     "VarianceShares",
+    "find_heldout_data",
     "heldout_image_set",
     "rule_spread",
     "spread_of_traces",
@@ -42,7 +44,6 @@ __all__ = [
 
 DEFAULT_EPISODES = 20
 DEFAULT_QUERIES = 5  # queries per class: they only give the episodes' accuracy, not alpha/beta
-QUANTITIES = ("alpha", "beta")
 
 # (checkpoint path, rule, device) -> (learner, metadata), as core.runs.LearnerLoader: the app passes its cache.
 LearnerLoader = Callable[[Path, str, torch.device], tuple[Learner, CheckpointMetadata]]
@@ -53,170 +54,26 @@ class HeldOutDataMissing(FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class StepSpread:
-    """One quantity of one layer across episodes, one value per inner step (population std, ``ddof = 0``)."""
+class HeldOutData:
+    """Where a checkpoint's held-out classes are on this machine (found, not read)."""
 
-    mean: list[float]
-    std: list[float]
-    minimum: list[float]
-    maximum: list[float]
-
-
-@dataclass(frozen=True)
-class VarianceShares:
-    """Shares of the variation of one layer's values (episodes x steps) explained by the episode, by the step, and
-    left to their interaction; they sum to 1. All ``None`` when the values do not vary at all."""
-
-    episode: float | None
-    step: float | None
-    interaction: float | None
+    kind: str  # "omniglot" (``classes`` are alphabets) or "folder" (``classes`` is the one test split)
+    root: Path
+    classes: tuple[str, ...]
+    described: str  # in words: "omniglot: Japanese_(katakana), Tagalog"
 
 
-@dataclass(frozen=True)
-class LayerSpread:
-    """alpha and beta of one tensor across the episodes: per-step spread and variance shares."""
-
-    layer: str
-    alpha: StepSpread
-    beta: StepSpread
-    alpha_shares: VarianceShares
-    beta_shares: VarianceShares
-
-    def departure(self, alpha: Sequence[float], beta: Sequence[float]) -> float:
-        """How far one episode's per-step values lie from the mean of the spread, at worst: the largest
-        ``|x - mean| / std`` over steps and over alpha and beta (``inf`` where the spread has no width but the
-        episode differs; steps the spread does not have are ignored)."""
-        worst = 0.0
-        for values, spread in ((alpha, self.alpha), (beta, self.beta)):
-            for x, mean, std in zip(values, spread.mean, spread.std):
-                if not (np.isfinite(x) and np.isfinite(mean)):
-                    continue
-                gap = abs(x - mean)
-                worst = max(worst, gap / std if std > 0 else (0.0 if gap == 0 else float("inf")))
-        return worst
-
-
-@dataclass(frozen=True)
-class RuleSpread:
-    """A rule's alpha/beta over ``episodes`` seeded episodes of a checkpoint's held-out classes."""
-
-    checkpoint: str  # file name
-    checkpoint_sha256: str
-    rule: str
-    steps: int
-    n_way: int
-    k_shot: int
-    n_query: int
-    episodes: int
-    seed: int
-    head_init: str
-    data: str  # which held-out classes, in words ("omniglot: Japanese_(katakana), Tagalog")
-    accuracies: list[float]  # query accuracy of each episode
-    layers: list[LayerSpread]
-
-    def layer(self, name: str) -> LayerSpread | None:
-        return next((layer for layer in self.layers if layer.layer == name), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RuleSpread:
-        def layer(item: dict[str, Any]) -> LayerSpread:
-            return LayerSpread(
-                layer=item["layer"],
-                alpha=StepSpread(**item["alpha"]),
-                beta=StepSpread(**item["beta"]),
-                alpha_shares=VarianceShares(**item["alpha_shares"]),
-                beta_shares=VarianceShares(**item["beta_shares"]),
-            )
-
-        return cls(**{**data, "layers": [layer(item) for item in data["layers"]]})
-
-
-def variance_shares(values: np.ndarray) -> VarianceShares:
-    """Two-way decomposition of a complete episodes x steps table ``x[e, j]`` (E episodes, J steps).
-
-    With the grand mean ``m``, episode means ``x[e, .]`` and step means ``x[., j]``:
-
-        SS_total       = sum_e sum_j (x[e, j] - m)^2
-        SS_episode     = J * sum_e (x[e, .] - m)^2
-        SS_step        = E * sum_j (x[., j] - m)^2
-        SS_interaction = SS_total - SS_episode - SS_step
-
-    (the three parts are orthogonal in a complete table, so the interaction is >= 0 up to rounding). Each share
-    is its SS over SS_total: ``episode`` near 1 means the rule sets this layer's value per task and keeps it
-    across steps; ``step`` near 1 means a schedule that every task follows (a fixed per-step rule gives exactly
-    1); ``interaction`` is what neither explains alone (the task changes the schedule itself).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or values.size == 0:
-        raise ValueError(f"expected a non-empty episodes x steps table, got shape {values.shape}")
-    if not np.all(np.isfinite(values)) or values.max() == values.min():
-        # Identical floats: a fixed value has no variation to share out (and NaN/inf none that means anything).
-        return VarianceShares(None, None, None)
-    episodes, steps = values.shape
-    grand = values.mean()
-    ss_total = float(((values - grand) ** 2).sum())
-    ss_episode = float(steps * ((values.mean(axis=1) - grand) ** 2).sum())
-    ss_step = float(episodes * ((values.mean(axis=0) - grand) ** 2).sum())
-    ss_interaction = max(ss_total - ss_episode - ss_step, 0.0)
-    return VarianceShares(ss_episode / ss_total, ss_step / ss_total, ss_interaction / ss_total)
-
-
-def spread_of_traces(traces: Sequence[list[dict[str, dict[str, float]]]]) -> list[LayerSpread]:
-    """Per-layer spread of alpha/beta over episodes, from each episode's ``AdaptationResult.traces``.
-
-    Every episode must have the same steps and layers (one rule, one step count); layers keep the first
-    episode's order.
-    """
-    if not traces:
-        raise ValueError("no episodes to summarise")
-    steps = len(traces[0])
-    if steps == 0:
-        raise ValueError("the episodes took no inner steps, so there are no alpha/beta values")
-    layers = list(traces[0][0])
-    if any(len(trace) != steps or any(list(step) != layers for step in trace) for trace in traces):
-        raise ValueError("every episode must have the same inner steps and layers")
-    result = []
-    for layer in layers:
-        tables = {
-            which: np.array([[step[layer][which] for step in trace] for trace in traces], dtype=np.float64)
-            for which in QUANTITIES
-        }
-        spreads = {
-            which: StepSpread(
-                mean=table.mean(axis=0).tolist(),
-                std=table.std(axis=0).tolist(),
-                minimum=table.min(axis=0).tolist(),
-                maximum=table.max(axis=0).tolist(),
-            )
-            for which, table in tables.items()
-        }
-        result.append(LayerSpread(
-            layer=layer,
-            alpha=spreads["alpha"],
-            beta=spreads["beta"],
-            alpha_shares=variance_shares(tables["alpha"]),
-            beta_shares=variance_shares(tables["beta"]),
-        ))
-    return result
-
-
-def heldout_image_set(
-    metadata: CheckpointMetadata, omniglot_root: str | Path | None = None
-) -> tuple[LabelledImageSet, str]:
-    """The checkpoint's held-out (test) classes as an image set, and a description of them in words.
+def find_heldout_data(metadata: CheckpointMetadata, omniglot_root: str | Path | None = None) -> HeldOutData:
+    """Where the checkpoint's held-out (test) classes are, checked without reading them (cheap enough for a page).
 
     Read from the training data the metadata records: Omniglot alphabets listed under ``test`` (found under
     ``omniglot_root``, else the recorded root, else ``core.settings.omniglot_root``), or the ``test`` split of a
     folder dataset. Raises :class:`HeldOutDataMissing` with a one-line reason when they are not here.
     """
-    spec = metadata.image
-    if spec is None:
+    if metadata.image is None:
         raise HeldOutDataMissing("this checkpoint is not an image classifier, so it has no held-out image classes")
     data = metadata.training.data if metadata.training is not None else None
-    test = list(metadata.heldout_classes)
+    test = tuple(metadata.heldout_classes)
     kind = data.kind if data is not None else None
     recorded_root = data.root if data is not None else None
     if not test:
@@ -232,13 +89,29 @@ def heldout_image_set(
             raise HeldOutDataMissing(
                 f"the held-out Omniglot alphabets ({', '.join(missing)}) are not under {root} on this machine"
             )
-        return OmniglotImageSet(root, alphabets=test, spec=spec, name="omniglot-test"), f"omniglot: {', '.join(test)}"
+        return HeldOutData(kind, root, test, f"omniglot: {', '.join(test)}")
     if kind == "folder" and recorded_root:
         split = test[0]
         if not (Path(recorded_root) / split).is_dir():
             raise HeldOutDataMissing(f"the held-out split {Path(recorded_root) / split} is not on this machine")
-        return FolderImageSet(recorded_root, split, spec), f"{Path(recorded_root).name}: {split}"
+        return HeldOutData(kind, Path(recorded_root), (split,), f"{Path(recorded_root).name}: {split}")
     raise HeldOutDataMissing(f"held-out data of kind {kind!r} cannot be read here (Omniglot and folders can)")
+
+
+def heldout_image_set(
+    metadata: CheckpointMetadata, omniglot_root: str | Path | None = None
+) -> tuple[LabelledImageSet, str]:
+    """The checkpoint's held-out (test) classes as an image set (:func:`find_heldout_data`), and a description of
+    them in words. Raises :class:`HeldOutDataMissing` with a one-line reason when they are not here."""
+    found = find_heldout_data(metadata, omniglot_root)
+    spec = metadata.image
+    assert spec is not None  # find_heldout_data refuses a checkpoint without an image spec
+    if found.kind == "omniglot":
+        image_set: LabelledImageSet = OmniglotImageSet(found.root, alphabets=list(found.classes), spec=spec,
+                                                       name="omniglot-test")
+    else:
+        image_set = FolderImageSet(found.root, found.classes[0], spec)
+    return image_set, found.described
 
 
 def _default_loader(path: Path, rule: str, device: torch.device) -> tuple[Learner, CheckpointMetadata]:

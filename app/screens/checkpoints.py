@@ -1,4 +1,5 @@
-"""Checkpoints page: every checkpoint found, what it was trained on and how well it measured; broken files."""
+"""Checkpoints page: every checkpoint found, what it was trained on and how well it measured (its α/β across
+held-out episodes too, for a meta-learned rule); broken files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from app.checkpoint_view import (
     TRAIN_COMMAND,
     heldout_table,
     is_image_classifier,
+    render_adaptivity,
     render_checkpoint_summary,
     validation_accuracy,
 )
@@ -80,6 +82,7 @@ for entry in good:
             rules = ", ".join(rule_label(rule) for rule in supported_rules(entry.metadata))
             st.caption(f"Adapts with: {rules}")
         render_checkpoint_summary(entry.metadata)
+        render_adaptivity(entry.path, entry.metadata, key=f"checkpoint_{entry.path}")
         st.json(entry.metadata.verbatim(), expanded=False)
 
 if broken:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "file_sha256",
     "read_header",
     "read_tensors",
+    "rewrite_header",
     "split_prefix",
     "write_file",
 ]
@@ -69,9 +71,39 @@ def write_file(
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         prepared[name] = tensor.contiguous()
-    full = {**header, "format": FORMAT, "format_version": FORMAT_VERSION}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(prepared, str(tmp), metadata={_META_KEY: json.dumps(full, sort_keys=True)})
+    save_file(prepared, str(tmp), metadata={_META_KEY: _metadata_text(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def _metadata_text(header: dict[str, Any]) -> str:
+    return json.dumps({**header, "format": FORMAT, "format_version": FORMAT_VERSION}, sort_keys=True)
+
+
+def rewrite_header(path: str | Path, header: dict[str, Any]) -> Path:
+    """Replace the JSON header of an existing file, keeping its tensor bytes exactly (atomically, as
+    :func:`write_file`).
+
+    A safetensors file is an 8-byte little-endian length, a JSON table of the tensors (dtype, shape, byte
+    offsets into the data) with our header as a string under ``__metadata__``, then the tensor data. Only that
+    string changes: the table is written back with the same offsets, padded with spaces to a multiple of 8 bytes
+    as safetensors pads it (so the data stays aligned), and the data is copied as it is.
+    """
+    path = Path(path)
+    read_header(path)  # refuses a file that is not a checkpoint of ours
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        table = json.loads(handle.read(length))
+        data = handle.read()
+    table["__metadata__"] = {**table.get("__metadata__", {}), _META_KEY: _metadata_text(header)}
+    encoded = json.dumps(table, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        handle.write(data)
     os.replace(tmp, path)
     return path
 

@@ -7,12 +7,16 @@ header of :mod:`core.checkpoint.format`, laid out as below (``to_header``), with
 Versions
 --------
 * ``schema_version`` 2 (written from now on): every key below is present (``null`` where a value does not
-  exist, e.g. ``heldout`` before packaging); a missing or unknown key is an error.
+  exist, e.g. ``heldout`` before packaging); a missing or unknown key is an error, except the keys added since.
 * No ``schema_version`` (version 1): every file written before the schema was versioned, the six shipped
-  checkpoints among them (their bytes are hash-checked, so they are parsed, never rewritten). Their layout is
-  the same, but keys may be missing; :data:`LEGACY_FALLBACKS` lists what each missing key means, and keys this
-  code does not know are ignored (they stay in :attr:`CheckpointMetadata.header`).
+  checkpoints among them (their bytes are hash-checked, so they are parsed, never rewritten into the current
+  schema). Their layout is the same, but keys may be missing; :data:`LEGACY_FALLBACKS` lists what each missing
+  key means, and keys this code does not know are ignored (they stay in :attr:`CheckpointMetadata.header`).
 * A higher version than :data:`SCHEMA_VERSION` is refused with a message that says to update the tool.
+* Keys added to the schema after files of its version were written (:data:`ADDED_KEYS`: ``adaptivity``) may be
+  missing from a file of any version, and then mean what that table says ("not measured"). Recording one later
+  rewrites the header only (:func:`core.packaging.record_adaptivity`): a version-1 file keeps its version-1
+  header, with the added key beside its other keys.
 
 The header as it was read stays available (:attr:`CheckpointMetadata.header`) for what must keep it verbatim
 (the run store records it with each run).
@@ -28,8 +32,10 @@ from typing import Any, TypeVar
 from core.checkpoint.format import FORMAT, CheckpointError
 from core.config import _LEGACY_ALGORITHMS, TrainConfig, config_from_dict
 from core.data.images import ImageSpec
+from core.spread import RuleSpread
 
 __all__ = [
+    "ADDED_KEYS",
     "LEGACY_FALLBACKS",
     "SCHEMA_VERSION",
     "BackboneSetting",
@@ -89,6 +95,11 @@ LEGACY_FALLBACKS: dict[str, Any] = {
     # training and evaluation when the rule has one, else 5 (``MetaConfig``'s default of both).
 }
 _DEFAULT_INNER_STEPS = 5
+# Keys added after files of the current version were written, and the (JSON) value each takes in a file of any
+# version that lacks it; new files always write them.
+ADDED_KEYS: dict[str, Any] = {
+    "adaptivity": None,  # not measured (core.packaging measures it for meta-learned rules)
+}
 # Version-1 headers recorded ``training.algorithm`` before meta-gradient estimators were registered; its values map
 # to estimators as ``core.config`` maps ``meta.algorithm`` of the configs stored beside it (one mapping, there).
 # How training recorded "the dataset's default place" in ``training.data.root``.
@@ -250,6 +261,8 @@ class CheckpointMetadata:
     heldout: HeldOutResults | None
     shipped: ShippedInfo | None
     code_version: str
+    # The spread of the checkpoint's own rule's alpha/beta over held-out episodes (core.packaging); None: not measured.
+    adaptivity: RuleSpread | None = None
     # The header as read from the file (with ``format``), for what stores it verbatim; None when built in code.
     header: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -301,6 +314,7 @@ class CheckpointMetadata:
             },
             "shipped": None if self.shipped is None else _plain(self.shipped),
             "code_version": self.code_version,
+            "adaptivity": None if self.adaptivity is None else self.adaptivity.to_dict(),
         }
 
 
@@ -373,13 +387,16 @@ class _Fields:
         return CheckpointError(f"{self.source}: metadata field {self._where(key)!r} must be {wanted}, found {value!r}")
 
     def raw(self, key: str) -> Any:
-        """The value of ``key``; when missing, the legacy fallback of a version-1 header, else an error."""
+        """The value of ``key``; when missing, the legacy fallback of a version-1 header or the value of a key
+        added since (:data:`ADDED_KEYS`), else an error."""
         self.used.add(key)
         if key in self.data:
             return self.data[key]
         listed = f"{self.fallback_path}.{key}" if self.fallback_path else key
         if self.legacy and listed in LEGACY_FALLBACKS:
             return LEGACY_FALLBACKS[listed]
+        if listed in ADDED_KEYS:
+            return ADDED_KEYS[listed]
         raise CheckpointError(f"{self.source}: metadata lacks {self._where(key)!r}")
 
     def typed(self, key: str, convert: Callable[[Any], T], wanted: str, optional: bool = False) -> T:
@@ -511,6 +528,7 @@ def parse_metadata(header: Mapping[str, Any], source: str = "checkpoint", stem: 
         heldout=_heldout(top.section("heldout")),
         shipped=_shipped(top.section("shipped")),
         code_version=top.text("code_version"),
+        adaptivity=_adaptivity(top),
         header=dict(header),
     )
     top.done()
@@ -532,6 +550,18 @@ def _image(top: _Fields, value: Any) -> ImageSpec:
         return ImageSpec.from_dict(value)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{top.source}: metadata field 'image' is not an image spec ({error})") from None
+
+
+def _adaptivity(top: _Fields) -> RuleSpread | None:
+    value = top.raw("adaptivity")
+    if value is None:
+        return None
+    try:
+        return RuleSpread.from_dict(value)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{top.source}: metadata field 'adaptivity' is not a spread of alpha/beta over episodes ({error})"
+        ) from None
 
 
 def _validation(top: _Fields) -> ValidationResult | None:

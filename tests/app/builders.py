@@ -97,6 +97,21 @@ def save_tiny_checkpoint(
     return save_learner(path, learner, dataclasses.replace(metadata, **fields))
 
 
+def synthetic_spread(layers, steps: int = 3, episodes: int = 4, episode_effect: float = 0.0, rule: str = "alfa"):
+    """A ``core.spread.RuleSpread`` over ``layers``: alpha ``0.1 (i + 1) - 0.02 j + episode_effect * e`` at layer
+    ``i``, step ``j``, episode ``e`` (no ``episode_effect``: a fixed per-step schedule), beta ``1 - 1e-3 j``."""
+    from core.spread import RuleSpread, spread_of_traces
+
+    traces = [
+        [{layer: {"alpha": 0.1 * (i + 1) - 0.02 * j + episode_effect * e, "beta": 1.0 - 1e-3 * j}
+          for i, layer in enumerate(layers)} for j in range(steps)]
+        for e in range(episodes)
+    ]
+    return RuleSpread(checkpoint="tiny.safetensors", checkpoint_sha256="0" * 64, rule=rule, steps=steps, n_way=5,
+                      k_shot=1, n_query=5, episodes=episodes, seed=0, head_init="zero", data="omniglot: Tagalog",
+                      accuracies=[0.5] * episodes, layers=spread_of_traces(traces))
+
+
 def save_sine_checkpoint(path: Path) -> Path:
     from core.checkpoint import InnerSteps, learner_metadata, save_learner
     from core.learner import Learner

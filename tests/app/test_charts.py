@@ -5,14 +5,20 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from app import charts
 from core.store import AdaptationDetail
+from tests.app.builders import synthetic_spread
+from tests.tolerances import gamma
 
 CONV4 = {"name": "conv4", "filters": 64, "n_blocks": 4, "n_classes": 5}
 # The ten tensors Conv4's inner loop updates, deliberately out of order (as a store could return them).
 CONV4_INNER = ["head.bias", "features.0.weight", "features.0.bias", "features.4.weight", "features.4.bias",
                "features.8.weight", "features.8.bias", "features.12.weight", "features.12.bias", "head.weight"]
+CONV4_DEPTH_ORDER = ["features.0.weight", "features.0.bias", "features.4.weight", "features.4.bias",
+                     "features.8.weight", "features.8.bias", "features.12.weight", "features.12.bias",
+                     "head.weight", "head.bias"]
 READABLE_ORDER = ["block 1 conv weight", "block 1 conv bias", "block 2 conv weight", "block 2 conv bias",
                   "block 3 conv weight", "block 3 conv bias", "block 4 conv weight", "block 4 conv bias",
                   "head weight", "head bias"]
@@ -184,3 +190,42 @@ def test_the_reading_guide_explains_negative_alpha_and_large_beta():
     guide = charts.ALPHA_BETA_GUIDE
     assert "negative α" in guide and "ascent" in guide
     assert "β < 1 shrinks" in guide and "decay" in guide and "β near 2 nearly doubles" in guide
+
+
+def test_adaptivity_figure_has_a_series_per_step_and_panel_with_bars_from_minimum_to_maximum():
+    spread = synthetic_spread(CONV4_INNER, steps=3, episodes=4, episode_effect=0.01)
+    figure = charts.adaptivity_figure(spread, CONV4)
+    colours = set()
+    for axis, key in (("x", "alpha"), ("x2", "beta")):
+        series = [trace for trace in figure.data if trace.xaxis == axis]
+        assert [trace.name for trace in series] == ["step 0", "step 1", "step 2"]
+        assert [trace.showlegend for trace in series] == [axis == "x"] * 3  # one legend entry per step
+        for j, trace in enumerate(series):
+            values = [getattr(spread.layer(name), key) for name in CONV4_DEPTH_ORDER]
+            assert list(trace.y) == [v.mean[j] for v in values]
+            # Each layer's marker sits in its own slot, the steps side by side.
+            assert all(abs(x - index) < 0.5 for index, x in enumerate(trace.x))
+            # The bar is drawn from mean - arrayminus to mean + array: one rounding for each difference and one
+            # for the sum, so the ends are the minimum and maximum up to gamma_3 of the values involved.
+            bars = trace.error_y
+            assert not bars.symmetric
+            for mean, up, down, v in zip(trace.y, bars.array, bars.arrayminus, values):
+                bound = gamma(3, torch.float64) * (abs(mean) + abs(v.maximum[j]) + abs(v.minimum[j]))
+                assert abs(mean + up - v.maximum[j]) <= bound and abs(mean - down - v.minimum[j]) <= bound
+            colours.add(trace.marker.color)
+        x_axis = figure.layout["xaxis" if axis == "x" else "xaxis2"]
+        assert list(x_axis.ticktext) == READABLE_ORDER
+    assert len(colours) == 3  # coloured by step, the same colours in both panels
+    assert reference_lines(figure) == {("y", 0.0), ("y2", 1.0)}
+    assert "ALFA: α and β per layer over 4 held-out episodes (5-way 1-shot)" in figure.layout.title.text
+
+
+def test_adaptivity_figure_of_a_fixed_schedule_has_no_bars_and_keeps_raw_names_without_a_backbone():
+    spread = synthetic_spread(["w", "b"], steps=2, episodes=3)
+    figure = charts.adaptivity_figure(spread)
+    assert len(figure.data) == 4
+    for trace in figure.data:
+        # The mean of three equal values is off them by at most gamma_3 (a sum, then a division): no bar to see.
+        for mean, up, down in zip(trace.y, trace.error_y.array, trace.error_y.arrayminus):
+            assert 0 <= up <= gamma(3, torch.float64) * abs(mean) and 0 <= down <= gamma(3, torch.float64) * abs(mean)
+    assert list(figure.layout.xaxis.ticktext) == ["w", "b"]

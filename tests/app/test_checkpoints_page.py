@@ -1,9 +1,14 @@
-"""Checkpoints page (AppTest): metadata and measured accuracy of each checkpoint, broken files with their error."""
+"""Checkpoints page (AppTest): metadata and measured accuracy of each checkpoint, its α/β across held-out episodes
+(recorded, or measured on request), broken files with their error."""
 
 from __future__ import annotations
 
-from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint
+import dataclasses
+import json
+
+from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint, synthetic_spread
 from tests.app.test_adapt_page import assert_clean, texts
+from tests.core.test_rule_spread import omniglot_tree
 
 PAGE = "screens/checkpoints.py"
 
@@ -125,3 +130,60 @@ def test_the_shipped_checkpoints_mark_their_default(dashboard, monkeypatch) -> N
     assert all(value.endswith(("%", "—")) or " ± " in value for value in table["validation accuracy"])
     assert at.expander[0].label.startswith("resnet12_alfa_maml (default) — ")
     assert set(at.dataframe[1].value["rule"]) == {"ALFA", "ALFA from random init", "SGD (MAML)"}
+
+
+def adaptivity_charts(at) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith("_adaptivity")]
+
+
+def save_trained(path, n_way: int | None, name: str = "tiny-alfa"):
+    """The tiny ALFA checkpoint with Tagalog held out; trained ``n_way``-way 1-shot (``None``: no config recorded)."""
+    from core.checkpoint import read_metadata
+
+    training = read_metadata(save_tiny_checkpoint(path)).training
+    config = None if n_way is None else {"task": {"n_way": n_way, "k_shot": 1, "n_query": 2}}
+    return save_tiny_checkpoint(path, name=name, training=dataclasses.replace(training, config=config))
+
+
+def test_recorded_adaptivity_is_drawn_per_layer_and_step_with_a_caption_in_words(dashboard) -> None:
+    from core.checkpoint import read_metadata
+
+    path = save_tiny_checkpoint(dashboard.checkpoints / "tiny.safetensors")
+    save_tiny_checkpoint(path, adaptivity=synthetic_spread(read_metadata(path).inner_tensors))
+    save_sine_checkpoint(dashboard.checkpoints / "sine" / "best.safetensors")  # SGD: nothing to show
+    at = dashboard.app(PAGE).run()
+    assert_clean(at)
+    [figure] = adaptivity_charts(at)
+    assert figure["layout"]["title"]["text"].startswith("ALFA: α and β per layer over 4 held-out episodes")
+    assert [trace["name"] for trace in figure["data"]] == ["step 0", "step 1", "step 2"] * 2
+    assert figure["layout"]["xaxis"]["ticktext"][0] == "block 1 conv weight"
+    [caption] = [c for c in texts(at.caption) if c.startswith("Largest spread of α")]
+    assert "std/|mean| 0 " in caption and "the generated rates are the same for every episode: a fixed per-step " \
+        "schedule" in caption and "recorded when the checkpoint was packaged" in caption
+    assert not at.button
+
+
+def test_without_recorded_figures_a_button_measures_them_and_errors_are_said(dashboard, monkeypatch, tmp_path) -> None:
+    from core.checkpoint import file_sha256
+
+    monkeypatch.setenv("FEWSHOT_OMNIGLOT_ROOT", str(omniglot_tree(tmp_path / "omniglot", drawings=6)))
+    three_way = save_trained(dashboard.checkpoints / "a.safetensors", 3, name="three-way")
+    twenty_way = save_trained(dashboard.checkpoints / "b.safetensors", 20, name="twenty-way")
+    save_trained(dashboard.checkpoints / "c.safetensors", None, name="no-config")
+    sha256 = file_sha256(three_way)
+    at = dashboard.app(PAGE).run()
+    assert_clean(at)
+    assert not adaptivity_charts(at)
+    button = at.button(key=f"checkpoint_{three_way}_measure_adaptivity")
+    assert button.label == "Measure them now (20 held-out 3-way 1-shot episodes, 3 inner steps)"
+    assert any("not measurable here: it does not record its training config" in c for c in texts(at.caption))
+    button.click().run()
+    assert_clean(at)
+    [figure] = adaptivity_charts(at)
+    assert "over 20 held-out episodes (3-way 1-shot)" in figure["layout"]["title"]["text"]
+    assert any("measured now, not stored in the file" in c for c in texts(at.caption))
+    at.run()  # still shown on the next rerun (from the cache), and the file is as it was
+    assert len(adaptivity_charts(at)) == 1 and file_sha256(three_way) == sha256
+    at.button(key=f"checkpoint_{twenty_way}_measure_adaptivity").click().run()
+    assert_clean(at)
+    assert any(e.startswith("The α/β figures could not be measured: ") and "20-way" in e for e in texts(at.error))

@@ -1,4 +1,5 @@
-"""Packaging checkpoints for shipping: held-out measurements, the written file and its manifest entry, the CLI."""
+"""Packaging checkpoints for shipping: held-out measurements, the written file and its manifest entry, the CLI;
+the adaptivity figures, measured when packaging or recorded later by rewriting the header only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from core.checkpoint import (
     HeldOutResult,
+    TrainingData,
+    file_sha256,
     find_checkpoints,
     load_learner,
     read_manifest,
@@ -18,9 +21,21 @@ from core.checkpoint import (
     supported_rules,
 )
 from core.cli import main
-from core.packaging import SETTINGS, EarlierMeasurement, measure_heldout, package
+from core.packaging import (
+    ADAPTIVITY_EPISODES,
+    ADAPTIVITY_SEED,
+    SETTINGS,
+    AdaptivityUnavailable,
+    EarlierMeasurement,
+    adaptivity_protocol,
+    measure_heldout,
+    package,
+    record_adaptivity,
+)
 from tests.app.builders import save_tiny_checkpoint
+from tests.core.checkpoint.test_format import _tensor_part
 from tests.core.test_cli import _config
+from tests.core.test_rule_spread import EPISODE_DEPENDENT_ALFA, omniglot_tree
 
 RESULT = HeldOutResult(rule="alfa", way=5, shot=1, head_init="learned", episodes=600, n_query=15, seed=12345, steps=3,
                        accuracy=0.9, ci95=0.01, seconds=2.0)
@@ -122,3 +137,69 @@ def test_an_absolute_entry_point_in_the_recorded_command_is_shipped_as_python_m_
     shipped = read_metadata(package(source, tmp_path / "shipped", "x", "X", [RESULT]))
     assert shipped.training.command == "python -m core train --config configs/x.toml --resume"
     assert shipped.training.command_as_recorded == recorded
+
+
+def _trained_with_config(path: Path, omniglot: Path, rule: dict | None = None) -> Path:
+    """The tiny checkpoint, trained 3-way 1-shot (its config says so) with Tagalog held out under ``omniglot``."""
+    checkpoint = save_tiny_checkpoint(path, rule=rule or EPISODE_DEPENDENT_ALFA)
+    training = read_metadata(checkpoint).training
+    return save_tiny_checkpoint(path, rule=rule or EPISODE_DEPENDENT_ALFA, training=dataclasses.replace(
+        training, config={"task": {"n_way": 3, "k_shot": 1, "n_query": 2}},
+        data=TrainingData(kind="omniglot", root=str(omniglot), train=("Latin",), val=("Greek",), test=("Tagalog",)),
+    ))
+
+
+def test_package_measures_the_adaptivity_of_the_written_file(tmp_path):
+    omniglot = omniglot_tree(tmp_path / "omniglot", drawings=6)
+    source = _trained_with_config(tmp_path / "trained.safetensors", omniglot)
+    out = package(source, tmp_path / "shipped", "tiny", "Tiny", [RESULT], half_precision=True)
+    metadata = read_metadata(out)
+    spread = metadata.adaptivity
+    assert (spread.rule, spread.steps, spread.n_way, spread.k_shot) == ("alfa", metadata.inner_steps.eval, 3, 1)
+    assert (spread.episodes, spread.seed) == (ADAPTIVITY_EPISODES, ADAPTIVITY_SEED)
+    assert tuple(layer.layer for layer in spread.layers) == metadata.inner_tensors
+    assert spread.largest_alpha_episode_share() > 0  # this generator reads the episode
+    assert read_manifest(out.parent).checkpoints["tiny.safetensors"].sha256 == file_sha256(out)
+    load_learner(out)  # the manifest's hash is the file's
+    # SGD has nothing to measure: its alpha and beta are its settings.
+    sgd = read_metadata(package(_trained_with_config(tmp_path / "sgd.safetensors", omniglot, {"name": "sgd"}),
+                                tmp_path / "shipped", "sgd", "SGD", [RESULT]))
+    assert adaptivity_protocol(sgd) is None and sgd.adaptivity is None
+    with pytest.raises(AdaptivityUnavailable, match="no meta-learned parameters"):
+        record_adaptivity(tmp_path / "shipped" / "sgd.safetensors")
+
+
+def test_recording_adaptivity_later_rewrites_the_header_only(tmp_path, monkeypatch):
+    omniglot = tmp_path / "omniglot"  # not there yet when packaging: the file ships without the figures
+    source = _trained_with_config(tmp_path / "trained.safetensors", omniglot)
+    out = package(source, tmp_path / "shipped", "tiny", "Tiny", [RESULT], default=True)
+    before, before_bytes, entry = read_metadata(out), _tensor_part(out), read_manifest(out.parent).checkpoints[out.name]
+    assert before.adaptivity is None
+    with pytest.raises(AdaptivityUnavailable, match="not under"):
+        record_adaptivity(out)
+
+    omniglot_tree(omniglot, drawings=6)
+    spread = record_adaptivity(out)
+    after = read_metadata(out)
+    assert after.adaptivity == spread and spread.n_way == 3
+    assert spread.checkpoint_sha256 == entry.sha256  # the file measured: as packaged, without the figures
+    # Nothing else changed: the held-out results, every other field, the header's other keys, the tensor bytes.
+    assert after.heldout == before.heldout and dataclasses.replace(after, adaptivity=None) == before
+    assert {k: v for k, v in after.verbatim().items() if k != "adaptivity"} == {
+        k: v for k, v in before.verbatim().items() if k != "adaptivity"}
+    assert _tensor_part(out) == before_bytes
+    manifest = read_manifest(out.parent)
+    listed = manifest.checkpoints[out.name]
+    assert (listed.sha256, listed.bytes) == (file_sha256(out), out.stat().st_size) != (entry.sha256, entry.bytes)
+    assert (listed.title, listed.backbone, listed.rule, manifest.default) == (entry.title, "conv4", "alfa", out.name)
+    # Seeded: refreshing measures the same episodes, so the file does not change.
+    sha256 = file_sha256(out)
+    assert record_adaptivity(out) == spread and file_sha256(out) == sha256
+    # A refresh that fails leaves the recorded figures (and the manifest) as they were.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("core.packaging.rule_spread", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        record_adaptivity(out)
+    assert file_sha256(out) == sha256 == read_manifest(out.parent).checkpoints[out.name].sha256

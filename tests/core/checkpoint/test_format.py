@@ -13,6 +13,7 @@ from core.checkpoint.format import (
     CheckpointError,
     read_header,
     read_tensors,
+    rewrite_header,
     split_prefix,
     write_file,
 )
@@ -63,3 +64,31 @@ def test_a_newer_container_version_asks_for_an_update(tmp_path):
     save_file({"x": torch.zeros(1)}, str(newer), metadata={"fewshot": json.dumps(header)})
     with pytest.raises(CheckpointError, match="newer than this code understands.*update the tool"):
         read_header(newer)
+
+
+def _tensor_part(path) -> tuple[dict, bytes]:
+    """The safetensors table without our header, and the data bytes after it."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    table = json.loads(raw[8 : 8 + length])
+    table.pop("__metadata__")
+    return table, raw[8 + length :]
+
+
+def test_rewriting_the_header_keeps_the_tensor_bytes(tmp_path):
+    tensors = {"backbone.w": torch.randn(3, 5), "backbone.b": torch.randn(7), "rule.n": torch.arange(3)}
+    path = write_file(tmp_path / "c.safetensors", tensors, {"note": "x"}, dtype=torch.float16)
+    before = _tensor_part(path)
+    rewrite_header(path, {"note": "a longer note than before", "added": [1, 2, 3]})
+    assert _tensor_part(path) == before
+    assert int.from_bytes(path.read_bytes()[:8], "little") % 8 == 0  # the data stays 8-byte aligned
+    header = read_header(path)
+    assert (header["note"], header["added"], header["format_version"]) == ("a longer note than before", [1, 2, 3],
+                                                                         FORMAT_VERSION)
+    loaded = read_tensors(path)
+    assert torch.equal(loaded["backbone.w"], tensors["backbone.w"].half().float())
+    assert torch.equal(loaded["rule.n"], tensors["rule.n"])
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / "other.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a safetensors checkpoint"):
+        rewrite_header(tmp_path / "other.safetensors", {})

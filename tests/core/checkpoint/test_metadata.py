@@ -1,5 +1,6 @@
 """Typed, versioned checkpoint metadata: the shipped files parse unchanged, version 1 falls back as documented,
-version 2 round-trips exactly and refuses what it does not know, newer versions ask for an update."""
+version 2 round-trips exactly and refuses what it does not know, newer versions ask for an update; keys added
+since (adaptivity) read as "not measured" when missing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from core.checkpoint import (
 )
 from core.checkpoint.format import read_header, write_file
 from core.settings import SHIPPED_CHECKPOINT_DIR
-from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint
+from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint, synthetic_spread
 
 SHIPPED = sorted(SHIPPED_CHECKPOINT_DIR / name for name in read_manifest(SHIPPED_CHECKPOINT_DIR).checkpoints)
 # A version-1 header as the oldest code wrote it for a model nobody trained through Trainer: only what describes
@@ -36,7 +37,8 @@ def _json(header: dict) -> dict:
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_the_shipped_files_parse_as_version_1_with_what_they_record(path: Path) -> None:
     header = read_header(path)
-    assert "schema_version" not in header  # written before the schema was versioned, and never rewritten
+    # Written before the schema was versioned, and never rewritten into it (record_adaptivity adds one key).
+    assert "schema_version" not in header
     metadata = read_metadata(path)
     assert metadata.name == header["name"] == path.stem
     assert metadata.backbone.config == header["backbone"] and metadata.rule.config == header["rule"]
@@ -147,3 +149,41 @@ def test_files_training_writes_beside_checkpoints_are_not_checkpoints(tmp_path: 
     state = write_file(tmp_path / "state.safetensors", {}, {"kind": "training_state", "iteration": 1})
     with pytest.raises(CheckpointError, match="is a training_state file written by training"):
         read_metadata(state)
+
+
+def test_adaptivity_round_trips_and_reads_as_not_measured_where_missing(tmp_path: Path) -> None:
+    path = save_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    metadata = read_metadata(path)
+    assert metadata.adaptivity is None and read_header(path)["adaptivity"] is None  # written, as "not measured"
+    spread = synthetic_spread(metadata.inner_tensors, episode_effect=0.01)
+    measured = read_metadata(save_tiny_checkpoint(tmp_path / "measured.safetensors", adaptivity=spread))
+    assert measured.adaptivity == spread and measured == dataclasses.replace(metadata, adaptivity=spread)
+    assert parse_metadata(_json(measured.to_header()), "again") == measured
+    # A version-2 file written before the key existed, and a version-1 file: not measured.
+    before = {k: v for k, v in _json(metadata.to_header()).items() if k != "adaptivity"}
+    assert parse_metadata(before, "x").adaptivity is None
+    assert parse_metadata(MINIMAL_V1, "old", stem="old").adaptivity is None
+    # A version-1 header with the key added beside the others (record_adaptivity on a shipped file) reads it.
+    assert parse_metadata({**MINIMAL_V1, "adaptivity": spread.to_dict()}, "old", stem="old").adaptivity == spread
+
+
+def test_a_malformed_adaptivity_section_is_a_clear_error(tmp_path: Path) -> None:
+    header = _json(read_metadata(save_tiny_checkpoint(tmp_path / "tiny.safetensors")).to_header())
+    good = _json(synthetic_spread(["w"]).to_dict())
+    layer = good["layers"][0]
+    wrong = {
+        "steps must be a whole number, found '3'": {**good, "steps": "3"},
+        "seed is missing": {k: v for k, v in good.items() if k != "seed"},
+        "has unknown field\\(s\\) surprise": {**good, "surprise": 1},
+        "accuracies must hold 4 values, found 3": {**good, "accuracies": [0.5] * 3},
+        "layers\\[0\\].alpha.mean must hold 3 values, found 2": {
+            **good, "layers": [{**layer, "alpha": {**layer["alpha"], "mean": [0.1, 0.2]}}]},
+        "layers\\[0\\].beta_shares.episode must be a finite number or null, found 'x'": {
+            **good, "layers": [{**layer, "beta_shares": {**layer["beta_shares"], "episode": "x"}}]},
+        "layers\\[0\\] must be a JSON object, found 1": {**good, "layers": [1]},
+        "the spread must be a JSON object, found \\[\\]": [],
+    }
+    for message, section in wrong.items():
+        with pytest.raises(CheckpointError, match="x: metadata field 'adaptivity' is not a spread of alpha/beta over "
+                                                  f"episodes \\(.*{message}"):
+            parse_metadata({**header, "adaptivity": section}, "x")
