@@ -1,5 +1,5 @@
 """The checkpoints in assets/checkpoints: listed with their hashes, measured for every rule they supported when
-packaged, small."""
+packaged, small; those with a meta-learned rule carry their adaptivity figures."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ import pytest
 import torch
 
 from core.checkpoint import file_sha256, load_learner, read_manifest, read_metadata, supported_rules
+from core.checkpoint.format import read_header, rewrite_header
 from core.config import load_config
-from core.packaging import SETTINGS
+from core.packaging import ADAPTIVITY_EPISODES, ADAPTIVITY_SEED, SETTINGS
+from core.rules import rule_spec
 from core.settings import REPO_ROOT, SHIPPED_CHECKPOINT_DIR
 from tests.tolerances import gamma
 
 MANIFEST = read_manifest(SHIPPED_CHECKPOINT_DIR)
 SHIPPED = sorted(SHIPPED_CHECKPOINT_DIR.glob("*.safetensors"))
 SHIPPED_ALFA = [path for path in SHIPPED if read_metadata(path).rule.name.startswith("alfa")]
+SHIPPED_META_LEARNED = [path for path in SHIPPED
+                        if rule_spec(read_metadata(path).rule.name).capabilities.meta_learned]
 
 
 def test_the_manifest_lists_exactly_the_shipped_files_with_their_hashes() -> None:
@@ -79,3 +83,27 @@ def test_shipped_alfa_checkpoints_are_meta_trained_for_any_class_count(path) -> 
     assert config.model.head_init == "zero"
     recorded = metadata.training.train_config()
     assert (config.model, config.rule) == (recorded.model, recorded.rule)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_meta_learned_checkpoints_carry_their_adaptivity_figures(path, tmp_path) -> None:
+    metadata = read_metadata(path)
+    spread = metadata.adaptivity
+    if path not in SHIPPED_META_LEARNED:
+        assert spread is None  # fixed alpha and beta: nothing to measure
+        return
+    assert spread is not None, "run bench/record_adaptivity.py"
+    assert tuple(layer.layer for layer in spread.layers) == metadata.inner_tensors
+    assert spread.steps == metadata.inner_steps.eval
+    task = metadata.training.train_config().task
+    assert (spread.rule, spread.n_way, spread.k_shot) == (metadata.rule.name, task.n_way, task.k_shot)
+    assert (spread.episodes, spread.seed, spread.head_init) == (ADAPTIVITY_EPISODES, ADAPTIVITY_SEED, metadata.head_init)
+    assert spread.data == "omniglot: " + ", ".join(metadata.heldout_classes)
+    # Measured on these tensors: the figures name the file as it was without them (a version-1 header without the
+    # key, a current one with null).
+    header = read_header(path)
+    unmeasured = ({**header, "adaptivity": None} if "schema_version" in header
+                  else {key: value for key, value in header.items() if key != "adaptivity"})
+    copy = tmp_path / path.name
+    copy.write_bytes(path.read_bytes())
+    assert file_sha256(rewrite_header(copy, unmeasured)) == spread.checkpoint_sha256
