@@ -124,13 +124,13 @@ def checkpoint_rows(metadata: CheckpointMetadata) -> list[dict[str, str]]:
         rows.append((measured.label, measured.value + how))
     heldout = metadata.heldout
     if heldout is not None:
-        by_setting: dict[tuple[int, int], list[str]] = {}
+        by_setting: dict[str, list[str]] = {}
         for result in heldout.results:
-            by_setting.setdefault((result.way, result.shot), []).append(
+            by_setting.setdefault(result.setting, []).append(
                 f"{rule_label(result.rule)} {percent(result.accuracy)} ± {100 * result.ci95:.1f}"
             )
-        for (way, shot), values in by_setting.items():
-            rows.append((f"Held-out test accuracy, {way}-way {shot}-shot", " · ".join(values)))
+        for setting, values in by_setting.items():
+            rows.append((f"Held-out test accuracy, {setting}", " · ".join(values)))
         if heldout.classes:
             rows.append(("Held-out classes", f"{', '.join(heldout.classes)} ({heldout.protocol})"))
     pretraining = training.pretraining if training is not None else None
@@ -152,7 +152,7 @@ def heldout_table(checkpoints: list[tuple[str, CheckpointMetadata]]) -> list[dic
         by_rule: dict[str, dict[str, str]] = {}
         for result in metadata.heldout.results if metadata.heldout is not None else ():
             row = by_rule.setdefault(result.rule, {"checkpoint": name, "rule": rule_label(result.rule)})
-            row[f"{result.way}-way {result.shot}-shot"] = (
+            row[result.setting] = (
                 f"{100 * result.accuracy:.2f} ± {100 * result.ci95:.2f} ({result.head_init} head)"
             )
         rows.extend(by_rule.values())

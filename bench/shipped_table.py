@@ -19,7 +19,7 @@ LABELS = {"sgd": "SGD", "alfa": "ALFA", "alfa_random": "ALFA", "per_step": "per-
 
 def main() -> int:
     manifest = read_manifest(SHIPPED_DIR)
-    header = ["file", "adapted with"] + [f"{w}-way {s}-shot" for w, s in SETTINGS] + ["meta-training"]
+    header = ["file", "adapted with"] + [setting.label for setting in SETTINGS] + ["meta-training"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     names = sorted(manifest.checkpoints, key=lambda n: (not n.startswith("resnet12"), n))
@@ -30,16 +30,16 @@ def main() -> int:
         how = f"{training.tasks_seen:,} tasks, {training.wall_seconds / 60:.0f} min"
         if pre:
             how += f" + pre-training {pre.epochs} epochs, {pre.wall_seconds / 60:.0f} min"
-        by_rule: dict[str, dict[tuple[int, int], str]] = {}
+        by_rule: dict[str, dict[str, str]] = {}
         for row in metadata.heldout.results:
             cell = f"{100 * row.accuracy:.2f} ± {100 * row.ci95:.2f}"
             if row.head_init != "learned":
                 cell += f" ({row.head_init})"
-            by_rule.setdefault(row.rule, {})[(row.way, row.shot)] = cell
+            by_rule.setdefault(row.rule, {})[row.setting] = cell
         for index, (rule, cells) in enumerate(by_rule.items()):
             default = " (default)" if name == manifest.default and index == 0 else ""
             first = f"`{name}`{default}" if index == 0 else ""
-            values = [cells.get(setting, "—") for setting in SETTINGS]
+            values = [cells.get(setting.label, "—") for setting in SETTINGS]
             print("| " + " | ".join([first, LABELS.get(rule, rule), *values, how if index == 0 else ""]) + " |")
     return 0
 

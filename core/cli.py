@@ -219,6 +219,7 @@ def _earlier_measurement(row: dict, source: str):
             rule=str(row["rule"]), way=int(row["way"]), shot=int(row["shot"]), head_init=str(row["head_init"]),
             episodes=int(row["episodes"]), accuracy=float(row["accuracy"]), ci95=float(row["ci95"]),
             seconds=float(row["seconds"]), source=source,
+            protocol=str(row.get("protocol", "any-classes")),  # rows written before the within-alphabet protocol
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{source}: a measurement row lacks or mistypes {error}: {row}") from None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,15 +53,38 @@ __all__ = [
     "AdaptivityProtocol",
     "AdaptivityUnavailable",
     "EarlierMeasurement",
+    "HeldOutSetting",
     "adaptivity_protocol",
+    "add_heldout_results",
     "measure_adaptivity",
     "measure_heldout",
     "package",
     "record_adaptivity",
 ]
 
+
+
+@dataclass(frozen=True)
+class HeldOutSetting:
+    """One column of the shipped tables: way, shot, and how an episode's classes are chosen
+    (``core.evaluate``: "any-classes", or "within-alphabet": all from one alphabet)."""
+
+    way: int
+    shot: int
+    protocol: str = "any-classes"
+
+    @property
+    def within_group(self) -> bool:
+        return self.protocol != "any-classes"
+
+    @property
+    def label(self) -> str:
+        """ "5-way 1-shot", "20-way 1-shot within-alphabet" (as ``HeldOutResult.setting``)."""
+        return f"{self.way}-way {self.shot}-shot" + ("" if not self.within_group else f" {self.protocol}")
+
+
 # The held-out protocol of every shipped figure: 600 episodes, 15 queries per class, a fixed episode seed.
-SETTINGS = ((5, 1), (5, 5), (20, 1))
+SETTINGS = (HeldOutSetting(5, 1), HeldOutSetting(5, 5), HeldOutSetting(20, 1), HeldOutSetting(20, 1, "within-alphabet"))
 N_QUERY = 15
 EVAL_SEED = 12345
 # The adaptivity figures: the checkpoint's own rule over 20 held-out episodes of the class and shot count it was
@@ -106,9 +130,11 @@ class EarlierMeasurement:
     ci95: float
     seconds: float
     source: str  # where it was read from
+    protocol: str = "any-classes"
 
-    def matches(self, rule: str, way: int, shot: int, head_init: str, episodes: int) -> bool:
-        return (self.rule, self.way, self.shot, self.head_init, self.episodes) == (rule, way, shot, head_init, episodes)
+    def matches(self, rule: str, setting: HeldOutSetting, head_init: str, episodes: int) -> bool:
+        return (self.rule, self.way, self.shot, self.protocol, self.head_init, self.episodes) == (
+            rule, setting.way, setting.shot, setting.protocol, head_init, episodes)
 
 
 def measure_heldout(
@@ -118,8 +144,9 @@ def measure_heldout(
     reuse: list[EarlierMeasurement] | None = None,
     log: Callable[[str], None] = print,
     on_row: Callable[[HeldOutResult], None] | None = None,
+    settings: tuple[HeldOutSetting, ...] = SETTINGS,
 ) -> list[HeldOutResult]:
-    """Accuracy of each rule on the checkpoint's held-out (test) classes in every setting of :data:`SETTINGS`.
+    """Accuracy of each rule on the checkpoint's held-out (test) classes in every setting of ``settings``.
 
     ``reuse`` rows matching rule, way, shot, head and episodes are taken instead of measuring again. ``on_row``
     gets every new measurement as soon as it is made (the CLI appends it to a cache, so an interrupted packaging
@@ -133,21 +160,23 @@ def measure_heldout(
     rows = []
     for rule in rules:
         learner, _ = load_learner(path, rule=rule)
-        for way, shot in SETTINGS:
+        for setting in settings:
+            way, shot = setting.way, setting.shot
             head = default_head_init(learner, way)
-            earlier = next((m for m in reuse or [] if m.matches(rule, way, shot, head, episodes)), None)
+            earlier = next((m for m in reuse or [] if m.matches(rule, setting, head, episodes)), None)
             if earlier is not None:
                 accuracy, ci95, seconds, reused_from = earlier.accuracy, earlier.ci95, earlier.seconds, earlier.source
             else:
                 result = evaluate_classification(learner, test_set, way, shot, N_QUERY, episodes, steps,
-                                                 seed=EVAL_SEED, head_init=head, progress=False)
+                                                 seed=EVAL_SEED, head_init=head, progress=False,
+                                                 within_group=setting.within_group)
                 accuracy, ci95, seconds, reused_from = result.mean, result.ci95, round(result.seconds, 1), None
             row = HeldOutResult(rule=rule, way=way, shot=shot, head_init=head, episodes=episodes, n_query=N_QUERY,
                                 seed=EVAL_SEED, steps=steps, accuracy=accuracy, ci95=ci95, seconds=seconds,
-                                reused_from=reused_from)
+                                reused_from=reused_from, protocol=setting.protocol)
             if on_row is not None and reused_from is None:
                 on_row(row)
-            log(f"{Path(path).name}: {rule} {way}-way {shot}-shot ({head} head): "
+            log(f"{Path(path).name}: {rule} {setting.label} ({head} head): "
                 f"{100 * row.accuracy:.2f} ± {100 * row.ci95:.2f} %")
             rows.append(row)
     return rows
@@ -224,17 +253,40 @@ def _list_in_manifest(path: Path, metadata: CheckpointMetadata, title: str, defa
 
 
 def _set_adaptivity(path: Path, spread: RuleSpread | None) -> None:
-    """Put ``spread`` into the file's header as it is, or take the figures out (``None``); the tensor bytes stay,
-    and a file its folder's manifest lists gets its new hash and size there."""
-    current = read_metadata(path).verbatim()
-    header = dict(current)
+    """Put ``spread`` into the file's header as it is, or take the figures out (``None``)."""
+    header = dict(read_metadata(path).verbatim())
     if spread is not None:
         header["adaptivity"] = spread.to_dict()
     elif "schema_version" in header:
         header["adaptivity"] = None  # as a file of the current schema is written before it is measured
     else:
         header.pop("adaptivity", None)  # a version-1 file, as it was written before the key existed
-    if header == current:
+    _rewrite_header(path, header)
+
+
+def add_heldout_results(path: str | Path, rows: list[HeldOutResult]) -> None:
+    """Record held-out results measured after packaging (a new setting or rule) in an already packaged file:
+    each replaces a recorded result of the same rule, way, shot, protocol and head, the others are kept. Only the
+    header is rewritten, as :func:`record_adaptivity` does."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    if metadata.heldout is None:
+        raise CheckpointError(f"{path} is not a packaged checkpoint (it records no held-out results)")
+
+    def key(row: HeldOutResult) -> tuple[str, int, int, str, str]:
+        return row.rule, row.way, row.shot, row.protocol, row.head_init
+
+    new = {key(row): row for row in rows}
+    kept = [row for row in metadata.heldout.results if key(row) not in new]
+    header = dict(metadata.verbatim())
+    header["heldout"] = {**header["heldout"], "results": [dataclasses.asdict(row) for row in [*kept, *new.values()]]}
+    _rewrite_header(path, header)
+
+
+def _rewrite_header(path: Path, header: dict[str, Any]) -> None:
+    """Write ``header`` over the file's own (the tensor bytes stay); a file its folder's manifest lists gets its
+    new hash and size there. Nothing is written when the header is unchanged."""
+    if header == read_metadata(path).verbatim():
         return
     # Parsed back before anything is written: a value JSON cannot carry (NaN) is refused with the parser's message.
     metadata = parse_metadata(json.loads(json.dumps(header)), str(path), path.stem)

@@ -50,12 +50,13 @@ def test_each_is_measured_on_held_out_alphabets_for_every_rule_it_supports(path)
     data = metadata.training.data
     assert heldout.classes == data.test and len(data.test) >= 2
     assert not set(data.test) & (set(data.train) | set(data.val))
-    measured = {(r.rule, r.way, r.shot) for r in heldout.results if r.episodes == 600}
+    measured = {(r.rule, r.setting) for r in heldout.results if r.episodes == 600}
     # Packaging measured the trained rule and the SGD baseline of the same initialisation; rules registered since
     # (ANIL) are measured in bench/, not in the shipped files, which are never re-packaged.
     measured_rules = {rule for rule, _, _ in measured}
     assert {metadata.rule.name, "sgd"} <= measured_rules <= set(supported_rules(metadata))
-    assert measured == {(rule, way, shot) for rule in measured_rules for way, shot in SETTINGS}
+    # Every setting, the within-alphabet 20-way 1-shot protocol included, for every rule measured.
+    assert measured == {(rule, setting.label) for rule in measured_rules for setting in SETTINGS}
     # Task accuracies lie in [0, 1], so their variance is at most a (1 - a) for mean a (Bhatia-Davis), and
     # the interval 1.96 std / sqrt(n) at most 1.96 sqrt(a (1 - a) / n): 0.012 to 0.040 for these n = 600
     # (a float64 mean and std over 600 values add gamma_1200 at most).

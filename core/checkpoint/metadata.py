@@ -99,6 +99,7 @@ _DEFAULT_INNER_STEPS = 5
 # version that lacks it; new files always write them.
 ADDED_KEYS: dict[str, Any] = {
     "adaptivity": None,  # not measured (core.packaging measures it for meta-learned rules)
+    "heldout.results.protocol": "any-classes",  # every result before the within-alphabet protocol existed
 }
 # Version-1 headers recorded ``training.algorithm`` before meta-gradient estimators were registered; its values map
 # to estimators as ``core.config`` maps ``meta.algorithm`` of the configs stored beside it (one mapping, there).
@@ -221,6 +222,15 @@ class HeldOutResult:
     ci95: float
     seconds: float
     reused_from: str | None = None  # an earlier measurement of the same file and protocol, taken as it was
+    # How an episode's classes are chosen (core.evaluate.PROTOCOLS): from all held-out classes ("any-classes"), or
+    # all from one alphabet ("within-alphabet", Lake et al.'s harder one-shot test).
+    protocol: str = "any-classes"
+
+    @property
+    def setting(self) -> str:
+        """ "5-way 1-shot", "20-way 1-shot within-alphabet": the column a table puts this result in."""
+        suffix = "" if self.protocol == "any-classes" else f" {self.protocol}"
+        return f"{self.way}-way {self.shot}-shot{suffix}"
 
 
 @dataclass(frozen=True)
@@ -664,7 +674,7 @@ def _heldout(fields: _Fields | None) -> HeldOutResults | None:
             head_init=item.text("head_init"), episodes=item.integer("episodes"), n_query=item.integer("n_query"),
             seed=item.integer("seed"), steps=item.integer("steps"), accuracy=item.number("accuracy"),
             ci95=item.number("ci95"), seconds=item.number("seconds"),
-            reused_from=item.text("reused_from", optional=True),
+            reused_from=item.text("reused_from", optional=True), protocol=item.text("protocol"),
         ))
         item.done()
     heldout = HeldOutResults(

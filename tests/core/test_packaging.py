@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from core.checkpoint import (
+    CheckpointError,
     HeldOutResult,
     TrainingData,
     file_sha256,
     find_checkpoints,
     load_learner,
+    parse_metadata,
     read_manifest,
     read_metadata,
     save_learner,
@@ -28,6 +30,7 @@ from core.packaging import (
     AdaptivityUnavailable,
     EarlierMeasurement,
     adaptivity_protocol,
+    add_heldout_results,
     measure_heldout,
     package,
     record_adaptivity,
@@ -98,7 +101,8 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
     earlier = [EarlierMeasurement(rule="sgd", way=5, shot=1, head_init="prototype", episodes=3, accuracy=0.5,
                                   ci95=0.1, seconds=1.0, source="earlier.json")]
     rows = measure_heldout(trained, ["alfa", "sgd"], episodes=3, reuse=earlier, log=lambda line: None)
-    assert [(r.rule, r.way, r.shot) for r in rows] == [(rule, w, s) for rule in ("alfa", "sgd") for w, s in SETTINGS]
+    assert [(r.rule, r.setting) for r in rows] == [(rule, s.label) for rule in ("alfa", "sgd") for s in SETTINGS]
+    assert [r.protocol for r in rows[:len(SETTINGS)]] == ["any-classes"] * 3 + ["within-alphabet"]
     # Trained 3-way with a learned head: other class counts get zero heads for ALFA, prototypes for SGD.
     assert {r.head_init for r in rows if r.rule == "alfa"} == {"zero"}
     assert {r.head_init for r in rows if r.rule == "sgd"} == {"prototype"}
@@ -120,8 +124,8 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
     assert [r["accuracy"] for r in again["results"]] == [r["accuracy"] for r in shipped["results"]]
     # Every rule the checkpoint supports (its own, then the rules without meta-learned parameters), every setting.
     rules = supported_rules(read_metadata(trained))
-    assert [(r["rule"], r["way"], r["shot"]) for r in shipped["results"]] == [
-        (rule, way, shot) for rule in rules for way, shot in SETTINGS]
+    assert [(r["rule"], r["way"], r["shot"], r["protocol"]) for r in shipped["results"]] == [
+        (rule, s.way, s.shot, s.protocol) for rule in rules for s in SETTINGS]
     assert Path(shipped["file"]) == out / "tiny.safetensors"
     assert read_manifest(out).default == "tiny.safetensors"
     assert read_metadata(out / "tiny.safetensors").heldout.classes == ("Korean",)
@@ -203,3 +207,31 @@ def test_recording_adaptivity_later_rewrites_the_header_only(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         record_adaptivity(out)
     assert file_sha256(out) == sha256 == read_manifest(out.parent).checkpoints[out.name].sha256
+
+
+def test_results_measured_after_packaging_are_added_by_rewriting_the_header_only(tmp_path):
+    out = package(save_tiny_checkpoint(tmp_path / "trained.safetensors"), tmp_path / "shipped", "tiny", "Tiny",
+                  [RESULT, dataclasses.replace(RESULT, rule="sgd")], default=True)
+    before, before_bytes = read_metadata(out), _tensor_part(out)
+    within = dataclasses.replace(RESULT, way=20, accuracy=0.7, protocol="within-alphabet")
+    again = dataclasses.replace(RESULT, accuracy=0.95, seconds=3.0)  # the same rule, setting and head: replaces
+    add_heldout_results(out, [within, again])
+    after = read_metadata(out)
+    assert after.heldout.results == (dataclasses.replace(RESULT, rule="sgd"), within, again)
+    assert [r.setting for r in after.heldout.results] == ["5-way 1-shot", "20-way 1-shot within-alphabet",
+                                                          "5-way 1-shot"]
+    assert dataclasses.replace(after, heldout=None) == dataclasses.replace(before, heldout=None)
+    assert _tensor_part(out) == before_bytes
+    assert read_manifest(out.parent).checkpoints[out.name].sha256 == file_sha256(out)
+    load_learner(out)
+    with pytest.raises(CheckpointError, match="records no held-out results"):
+        add_heldout_results(tmp_path / "trained.safetensors", [within])
+
+
+def test_results_recorded_before_the_protocol_field_read_as_any_classes(tmp_path):
+    out = package(save_tiny_checkpoint(tmp_path / "trained.safetensors"), tmp_path / "shipped", "tiny", "Tiny",
+                  [RESULT])
+    header = read_metadata(out).verbatim()
+    rows = [{k: v for k, v in row.items() if k != "protocol"} for row in header["heldout"]["results"]]
+    parsed = parse_metadata({**header, "heldout": {**header["heldout"], "results": rows}})
+    assert parsed.heldout.results == (RESULT,) and parsed.heldout.results[0].protocol == "any-classes"
