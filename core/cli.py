@@ -304,9 +304,7 @@ def cmd_inspect_rule(args: argparse.Namespace) -> int:
                          head_init=args.head_init, device=pick_device(args.device))
     rows = []
     for layer in spread.layers:
-        # The spread across episodes relative to the value, per step; a fixed schedule gives 0 at every step.
-        relative = [sd / abs(m) if m else (0.0 if sd == 0 else float("inf"))
-                    for m, sd in zip(layer.alpha.mean, layer.alpha.std)]
+        relative = layer.alpha.relative_spread()  # per step; a fixed schedule gives 0 at every step
         rows.append({"layer": layer.layer, "alpha_relative_spread_median": float(np.median(relative)),
                      "alpha_relative_spread_max": float(max(relative)), "beta_std_max": float(max(layer.beta.std)),
                      "alpha_episode_share": layer.alpha_shares.episode, "alpha_step_share": layer.alpha_shares.step,
