@@ -60,7 +60,9 @@ def main() -> None:
                 episodes=args.episodes, calibration_episodes=args.calibration_episodes, seed=EVAL_SEED,
                 calibration_seed=CALIBRATION_SEED,
             )
-            row = {"checkpoint": path.stem, "file": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            # A training run's best.safetensors is named by its run folder.
+            name = f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") else path.stem
+            row = {"checkpoint": name, "file": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
                    "sha256": sha256, "rule": learner.rule.name, **result.to_dict()}
             with args.out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
