@@ -41,9 +41,10 @@ def compare(path: Path, episodes: int, steps: int | None = None) -> list[dict]:
                                dtype=torch.float16)
         full, _ = load_learner(path)
         half, _ = load_learner(half_path)
-        for way, shot in SETTINGS:
+        for setting in SETTINGS:
+            way, shot = setting.way, setting.shot
             head = default_head_init(full, way)
-            sampler = EpisodeSampler(test_set, way, shot, N_QUERY, seed=EVAL_SEED)
+            sampler = EpisodeSampler(test_set, way, shot, N_QUERY, seed=EVAL_SEED, within_group=setting.within_group)
             full_acc, half_acc, changed, total = [], [], 0, 0
             for index in range(episodes):
                 episode = sampler.episode(index)
@@ -53,11 +54,12 @@ def compare(path: Path, episodes: int, steps: int | None = None) -> list[dict]:
                 half_acc.append(b.accuracy)
                 changed += sum(p != q for p, q in zip(a.predictions, b.predictions))
                 total += len(a.predictions)
-            row = {"checkpoint": path.name, "rule": full.rule.name, "way": way, "shot": shot, "head_init": head,
+            row = {"checkpoint": path.name, "rule": full.rule.name, "way": way, "shot": shot,
+                   "protocol": setting.protocol, "head_init": head,
                    "episodes": episodes, "float32": float(np.mean(full_acc)), "float16": float(np.mean(half_acc)),
                    "changed_predictions": changed, "predictions": total,
                    "float32_bytes": path.stat().st_size, "float16_bytes": half_path.stat().st_size}
-            print(f"{path.name:34s} {way:2d}-way {shot}-shot ({head:9s}): float32 {100 * row['float32']:6.2f} %, "
+            print(f"{path.name:34s} {setting.label} ({head:9s}): float32 {100 * row['float32']:6.2f} %, "
                   f"float16 {100 * row['float16']:6.2f} %, {changed}/{total} predictions changed", flush=True)
             rows.append(row)
     return rows

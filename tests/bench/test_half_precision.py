@@ -21,7 +21,8 @@ def _load_script():
 def test_half_precision_copy_is_half_the_size_and_is_judged_on_identical_episodes(real_omniglot):
     path = ROOT / "assets" / "checkpoints" / "conv4_maml.safetensors"
     rows = _load_script().compare(path, episodes=2)
-    assert [(r["way"], r["shot"]) for r in rows] == [(5, 1), (5, 5), (20, 1)]
+    assert [(r["way"], r["shot"], r["protocol"]) for r in rows] == [
+        (5, 1, "any-classes"), (5, 5, "any-classes"), (20, 1, "any-classes"), (20, 1, "within-alphabet")]
     for row in rows:
         assert row["predictions"] == row["way"] * 15 * 2  # 15 queries per class, 2 episodes
         assert 0 <= row["changed_predictions"] <= row["predictions"]
