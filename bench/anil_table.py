@@ -66,19 +66,20 @@ def _cell(accuracy: float, ci95: float, head_init: str) -> str:
 
 
 def table(episodes: int) -> str:
-    header = ["file", "adapted with", *[f"{w}-way {s}-shot" for w, s in SETTINGS], "seconds (600 episodes, 1 thread)"]
+    header = ["file", "adapted with", *[setting.label for setting in SETTINGS], "seconds (600 episodes, 1 thread)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = measured()
     for name in CHECKPOINTS:
-        shipped = {(r.way, r.shot): r for r in read_metadata(SHIPPED_CHECKPOINT_DIR / name).heldout.results
+        shipped = {r.setting: r for r in read_metadata(SHIPPED_CHECKPOINT_DIR / name).heldout.results
                    if r.rule == BASELINE}
-        ours = {(r["way"], r["shot"]): r for r in rows
-                if r["checkpoint"] == name and r["rule"] == RULE and r["episodes"] == episodes}
+        ours = {f"{r['way']}-way {r['shot']}-shot" + ("" if r.get("protocol", "any-classes") == "any-classes"
+                                                       else f" {r['protocol']}"): r
+                for r in rows if r["checkpoint"] == name and r["rule"] == RULE and r["episodes"] == episodes}
         baseline = [_cell(shipped[s].accuracy, shipped[s].ci95, shipped[s].head_init) if s in shipped else "—"
-                    for s in SETTINGS]
+                    for s in (setting.label for setting in SETTINGS)]
         anil = [_cell(ours[s]["accuracy"], ours[s]["ci95"], ours[s]["head_init"]) if s in ours else "—"
-                for s in SETTINGS]
-        seconds = " / ".join(f"{ours[s]['seconds']:.0f}" if s in ours else "—" for s in SETTINGS)
+                for s in (setting.label for setting in SETTINGS)]
+        seconds = " / ".join(f"{ours[s]['seconds']:.0f}" if s in ours else "—" for s in (x.label for x in SETTINGS))
         lines.append("| " + " | ".join([f"`{name}`", rule_label(BASELINE), *baseline, "(shipped figure)"]) + " |")
         lines.append("| " + " | ".join(["", rule_label(RULE), *anil, seconds]) + " |")
     return "\n".join(lines)
