@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_classification(
             learner, image_set, way, args.shot or 1, args.query, args.episodes,
             steps, seed=args.seed, head_init=args.head_init, progress=not args.json, within_group=args.within_alphabet,
+            support_augment=_support_augment(args, metadata),
         )
     payload = {"checkpoint": str(args.checkpoint), "device": str(device), **result.to_dict()}
     if args.json:
@@ -151,8 +153,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shape = f"{result.n_way}-way {result.k_shot}-shot" if result.n_way else f"{result.k_shot}-shot"
         if result.protocol is not None:
             shape += f" ({result.protocol})"
+        if result.support_augment is not None:
+            shape += f", {result.support_augment['copies']} augmented copies of each support image"
         print(f"{result.rule} {shape}, {result.episodes} episodes, {result.steps} steps: {what} {result.summary()} (95% CI)")
     return 0
+
+
+def _support_augment(args: argparse.Namespace, metadata):
+    """``--tta-copies N`` [``--tta-ranges TABLE``] as a ``SupportAugment``; the ranges default to the ones the
+    checkpoint was trained with (``[data] augment``), so a checkpoint trained without augmentation needs them."""
+    from core.data.augment import AugmentConfig, SupportAugment
+
+    if not args.tta_copies:
+        if args.tta_ranges:
+            raise ValueError("--tta-ranges needs --tta-copies N (how many distorted copies of each support image)")
+        return None
+    if args.tta_ranges:
+        try:
+            table = tomllib.loads(f"ranges = {args.tta_ranges}")["ranges"]
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"--tta-ranges must be a TOML inline table such as "
+                             f"'{{ rotation = 10, shear = 10, scale = [0.85, 1.15], translate = 0.1 }}': {error}") from None
+        try:
+            ranges = AugmentConfig.from_table(table)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--tta-ranges: {error}") from None
+    else:
+        trained = _training_config(metadata, "pass --tta-ranges").data.augment
+        if trained.is_identity:
+            raise ValueError("this checkpoint was trained without augmentation, so it has no ranges to reuse; pass "
+                             "--tta-ranges '{ rotation = 10, shear = 10, scale = [0.85, 1.15], translate = 0.1 }'")
+        ranges = trained
+    return SupportAugment(args.tta_copies, ranges)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -373,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", help="where the checkpoint's dataset lives on this machine")
     evaluate.add_argument("--within-alphabet", action="store_true",
                           help="Omniglot: all classes of an episode from one alphabet (Lake et al.'s harder protocol)")
+    evaluate.add_argument("--tta-copies", type=int, default=0, metavar="N",
+                          help="test-time augmentation: add N randomly distorted copies of every support image")
+    evaluate.add_argument("--tta-ranges", metavar="TABLE",
+                          help="the distortions' ranges as a TOML inline table (default: the checkpoint's training "
+                               "augmentation), e.g. '{ rotation = 10, shear = 10, scale = [0.85, 1.15], translate = 0.1 }'")
     evaluate.set_defaults(func=cmd_evaluate)
 
     adapt = sub.add_parser("adapt", help="adapt to an episode folder (support/<label>/*, query/...) and classify its queries")

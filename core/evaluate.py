@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.adapt import adapt, adapt_regression
+from core.data.augment import SupportAugment, background_fill, expand_support
 from core.data.sampler import EpisodeSampler, LabelledImageSet
 from core.data.sine import SineTaskFamily
 from core.learner import Learner
@@ -45,6 +46,7 @@ class EvaluationResult:
     seconds: float
     values: list[float]
     protocol: str | None = None  # classification: "any-classes" or "within-<group kind>" ("within-alphabet")
+    support_augment: dict[str, Any] | None = None  # test-time augmentation (SupportAugment.to_dict), None: none
 
     def to_dict(self, with_values: bool = False) -> dict[str, Any]:
         data = asdict(self)
@@ -71,17 +73,24 @@ def evaluate_classification(
     progress: bool = True,
     on_episode: Callable[[int, float], None] | None = None,
     within_group: bool = False,
+    support_augment: SupportAugment | None = None,
 ) -> EvaluationResult:
     """Mean query accuracy over episodes ``0 .. episodes - 1`` of ``EpisodeSampler(image_set, ..., seed)``;
-    ``within_group``: every episode's classes from one group of the set (one Omniglot alphabet)."""
+    ``within_group``: every episode's classes from one group of the set (one Omniglot alphabet);
+    ``support_augment``: test-time augmentation, distorted copies of the support images added to each episode's
+    support set (:func:`core.data.augment.expand_support`; the same episodes as without it)."""
     sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed, within_group=within_group)
+    fill = background_fill(image_set.spec)
     protocol = f"within-{image_set.group_kind or 'group'}" if within_group else "any-classes"
     device = next(learner.parameters()).device
     accuracies, used_head = [], head_init
     started = time.perf_counter()
     bar = tqdm(range(episodes), desc=f"evaluate {n_way}-way {k_shot}-shot", disable=not progress, leave=False)
     for index in bar:
-        result = adapt(learner, sampler.episode(index), steps=steps, head_init=head_init, device=device)
+        episode = sampler.episode(index)
+        if support_augment is not None:
+            episode = expand_support(episode, support_augment, seed, index, fill)
+        result = adapt(learner, episode, steps=steps, head_init=head_init, device=device)
         accuracies.append(result.accuracy)
         used_head = result.head_init
         if on_episode is not None:
@@ -92,6 +101,7 @@ def evaluate_classification(
     return EvaluationResult(
         "accuracy", mean, ci, episodes, n_way, k_shot, n_query, steps, learner.rule.name, used_head, seed,
         time.perf_counter() - started, accuracies, protocol=protocol,
+        support_augment=None if support_augment is None else support_augment.to_dict(),
     )
 
 

@@ -24,10 +24,12 @@ from core.data.task import Task
 __all__ = [
     "AffineParameters",
     "AugmentConfig",
+    "SupportAugment",
     "augment_generator",
     "augment_task",
     "background_fill",
     "draw_affine",
+    "expand_support",
     "random_affine",
 ]
 
@@ -35,6 +37,9 @@ __all__ = [
 # ``[seed, index]``, so the augmentation's draws form a stream of their own, independent of which classes and
 # drawings the episode picked.
 _AUGMENT_STREAM = 0x61756720  # "aug "
+# Test-time augmentation of held-out episodes draws from a stream of its own too, so that it never repeats a
+# training task's distortions when a held-out seed and index happen to equal a training one.
+_SUPPORT_STREAM = 0x74746120  # "tta "
 
 
 def _number(name: str, value: Any) -> float:
@@ -190,3 +195,43 @@ def augment_task(task: Task, config: AugmentConfig, seed: int, index: int, fill:
     query_x = random_affine(task.query_x, config, rng, fill)
     return replace(task, support_x=support_x, query_x=query_x,
                    provenance={**task.provenance, "augment": config.to_dict()})
+
+
+@dataclass(frozen=True)
+class SupportAugment:
+    """Test-time augmentation of a held-out episode: ``copies`` randomly distorted copies of every support image
+    (ranges ``ranges``) join the support set with the original's label, so a 1-shot episode is adapted on
+    ``1 + copies`` drawings per class. Queries are never touched: they are what is being scored."""
+
+    copies: int
+    ranges: AugmentConfig
+
+    def __post_init__(self) -> None:
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
+            raise ValueError(f"test-time augmentation needs at least 1 copy per support image, not {self.copies!r}")
+        if not isinstance(self.ranges, AugmentConfig):
+            raise TypeError(f"ranges must be an AugmentConfig, not {type(self.ranges).__name__}")
+        if self.ranges.is_identity:
+            raise ValueError("test-time augmentation with identity ranges only repeats each support image; "
+                             "give a rotation, shear, scale or translate range")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"copies": self.copies, "ranges": self.ranges.to_dict()}
+
+
+def expand_support(task: Task, augment: SupportAugment, seed: int, index: int, fill: list[float]) -> Task:
+    """Held-out episode ``index`` of an evaluation seeded ``seed`` with ``augment.copies`` distorted copies of its
+    support set appended (original first, then copy 1 of every image, copy 2, ...); the query set, class names
+    and labels' meaning unchanged. The distortions are a pure function of ``(seed, index)``."""
+    rng = np.random.default_rng([seed, index, _SUPPORT_STREAM])
+    copies = [random_affine(task.support_x, augment.ranges, rng, fill) for _ in range(augment.copies)]
+    sources = list(task.support_sources) + [
+        f"{source} (augmented copy {copy + 1})" for copy in range(augment.copies) for source in task.support_sources
+    ]
+    return replace(
+        task,
+        support_x=torch.cat([task.support_x, *copies]),
+        support_y=task.support_y.repeat(1 + augment.copies),
+        support_sources=sources,
+        provenance={**task.provenance, "test_time_augment": augment.to_dict()},
+    )

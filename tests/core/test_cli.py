@@ -247,3 +247,28 @@ def test_evaluate_within_alphabet_draws_each_episode_from_one_held_out_alphabet(
             Image.new("L", (8, 8), 40 * index).save(tmp_path / name / f"{index}.png")
     assert main([*base, "--way", "2", "--folder", str(tmp_path), "--within-alphabet"]) == 2
     assert "--within-alphabet needs Omniglot classes" in capsys.readouterr().err
+
+
+def test_evaluate_with_test_time_augmentation_and_its_clear_errors(real_omniglot, capsys):
+    from core.settings import SHIPPED_CHECKPOINT_DIR
+
+    checkpoint = str(SHIPPED_CHECKPOINT_DIR / "conv4_maml.safetensors")
+    base = ["evaluate", "--checkpoint", checkpoint, "--episodes", "2", "--steps", "1", "--query", "1", "--device", "cpu"]
+    ranges = "{ rotation = 10, scale = [0.9, 1.1] }"
+    assert main([*base, "--tta-copies", "2", "--tta-ranges", ranges, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["support_augment"] == {"copies": 2, "ranges": {"rotation": 10.0, "shear": 0.0, "scale": [0.9, 1.1],
+                                                                 "translate": 0.0}}
+    assert main([*base, "--tta-copies", "2", "--tta-ranges", ranges]) == 0
+    assert "2 augmented copies of each support image" in capsys.readouterr().out
+    # The shipped files were trained without augmentation: no ranges to reuse.
+    assert main([*base, "--tta-copies", "2"]) == 2
+    assert "trained without augmentation" in capsys.readouterr().err
+    assert main([*base, "--tta-ranges", ranges]) == 2
+    assert "--tta-ranges needs --tta-copies" in capsys.readouterr().err
+    assert main([*base, "--tta-copies", "2", "--tta-ranges", "{ rotation = "]) == 2
+    assert "must be a TOML inline table" in capsys.readouterr().err
+    assert main([*base, "--tta-copies", "2", "--tta-ranges", "{ spin = 3 }"]) == 2
+    assert "--tta-ranges: unknown key(s): spin" in capsys.readouterr().err
+    assert main([*base, "--tta-copies", "-1", "--tta-ranges", ranges]) == 2
+    assert "at least 1 copy" in capsys.readouterr().err

@@ -61,3 +61,34 @@ def test_within_group_evaluation_passes_the_option_to_the_sampler_and_names_the_
     default = evaluate.evaluate_classification(learner, image_set, 5, 1, 2, episodes=8, steps=1, seed=3, progress=False)
     assert default.protocol == "any-classes" and not any("within_group" in e.provenance for e in episodes)
     assert any(len({image_set.group_of(name) for name in e.class_names}) > 1 for e in episodes)
+
+
+def test_test_time_augmentation_adapts_on_more_support_images_of_the_same_episodes(monkeypatch):
+    """With ``support_augment`` each episode is the plain protocol's episode with distorted support copies added:
+    same classes, same queries; the result records the augmentation."""
+    from types import SimpleNamespace
+
+    from core import evaluate
+    from core.data.augment import AugmentConfig, SupportAugment
+    from tests.core.data.test_augment import DrawnCharacters
+
+    episodes = []
+
+    def fake_adapt(learner, episode, steps, head_init, device):
+        episodes.append(episode)
+        return _Result()
+
+    monkeypatch.setattr(evaluate, "adapt", fake_adapt)
+    learner = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]), rule=SimpleNamespace(name="sgd"))
+    image_set = DrawnCharacters()
+    plain = evaluate.evaluate_classification(learner, image_set, 3, 1, 2, episodes=4, steps=1, seed=3, progress=False)
+    plain_episodes = list(episodes)
+    episodes.clear()
+    augment = SupportAugment(2, AugmentConfig(rotation=15))
+    result = evaluate.evaluate_classification(learner, image_set, 3, 1, 2, episodes=4, steps=1, seed=3,
+                                              progress=False, support_augment=augment)
+    assert plain.support_augment is None and result.support_augment == augment.to_dict()
+    assert result.to_dict()["support_augment"] == {"copies": 2, "ranges": AugmentConfig(rotation=15).to_dict()}
+    for before, after in zip(plain_episodes, episodes, strict=True):
+        assert after.class_names == before.class_names and torch.equal(after.query_x, before.query_x)
+        assert torch.equal(after.support_x[:3], before.support_x) and after.support_x.shape[0] == 9

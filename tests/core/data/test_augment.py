@@ -14,10 +14,12 @@ from core.config import ConfigError, TrainConfig, config_from_dict, load_config
 from core.data import OMNIGLOT_SPEC, EpisodeSampler, LabelledImageSet, OmniglotImageSet, decode_image
 from core.data.augment import (
     AugmentConfig,
+    SupportAugment,
     augment_generator,
     augment_task,
     background_fill,
     draw_affine,
+    expand_support,
     random_affine,
 )
 from core.learner import Learner
@@ -300,3 +302,42 @@ def test_sine_regression_has_no_images_to_augment() -> None:
 def test_bad_batches_are_refused() -> None:
     with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
         random_affine(torch.zeros(1, 28, 28), TYPICAL, augment_generator(0, 0), [0.0])
+
+
+def test_test_time_augmentation_appends_distorted_support_copies_and_leaves_the_queries_alone() -> None:
+    image_set = DrawnCharacters()
+    episode = EpisodeSampler(image_set, 3, 2, 4, seed=5).episode(2)
+    fill = background_fill(image_set.spec)
+    augment = SupportAugment(3, TYPICAL)
+    expanded = expand_support(episode, augment, seed=5, index=2, fill=fill)
+    n = episode.support_x.shape[0]
+    assert expanded.support_x.shape == (4 * n, *episode.support_x.shape[1:])
+    # The originals come first, bit for bit; then copy 1 of every image, copy 2, copy 3, each with its label.
+    assert torch.equal(expanded.support_x[:n], episode.support_x)
+    assert torch.equal(expanded.support_y, episode.support_y.repeat(4))
+    assert expanded.shots_per_class == [4 * shots for shots in episode.shots_per_class]
+    for copy in range(1, 4):
+        block = expanded.support_x[copy * n:(copy + 1) * n]
+        assert all(not torch.equal(block[i], episode.support_x[i]) for i in range(n))
+    assert expanded.support_sources[:n] == episode.support_sources
+    assert expanded.support_sources[n] == f"{episode.support_sources[0]} (augmented copy 1)"
+    # What is scored is untouched.
+    assert torch.equal(expanded.query_x, episode.query_x) and torch.equal(expanded.query_y, episode.query_y)
+    assert expanded.query_sources == episode.query_sources and expanded.class_names == episode.class_names
+    assert expanded.provenance == {**episode.provenance, "test_time_augment": augment.to_dict()}
+    # A pure function of (seed, index), and a stream apart from the training tasks' augmentation.
+    again = expand_support(episode, augment, seed=5, index=2, fill=fill)
+    assert torch.equal(again.support_x, expanded.support_x)
+    assert not torch.equal(expand_support(episode, augment, seed=5, index=3, fill=fill).support_x, expanded.support_x)
+    trained = augment_task(episode, TYPICAL, seed=5, index=2, fill=fill)
+    assert not torch.equal(trained.support_x, expanded.support_x[n:2 * n])
+
+
+@pytest.mark.parametrize(("copies", "ranges", "message"), [
+    (0, TYPICAL, "at least 1 copy"),
+    (True, TYPICAL, "at least 1 copy"),
+    (2, AugmentConfig(), "identity ranges only repeat"),
+])
+def test_bad_test_time_augmentation_is_refused(copies, ranges, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        SupportAugment(copies, ranges)
