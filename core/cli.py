@@ -284,8 +284,17 @@ def cmd_package(args: argparse.Namespace) -> int:
             handle.write(json.dumps(dataclasses.asdict(row)) + "\n")
 
     rules = supported_rules(metadata)
+    if args.measure_only:
+        unknown = sorted(set(args.measure_only) - set(rules))
+        if unknown:
+            return _die(f"{args.checkpoint} cannot adapt with {', '.join(unknown)}; it supports {', '.join(rules)}")
+        rules = [rule for rule in rules if rule in args.measure_only]
     results = measure_heldout(args.checkpoint, rules, episodes=args.episodes, reuse=reuse, on_row=remember,
                               log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.measure_only:
+        # The rows are in the cache, where a later package run of this file finds them.
+        print(json.dumps({"cache": str(cache), "results": [dataclasses.asdict(row) for row in results]}, indent=2))
+        return 0
     out = package(args.checkpoint, args.out or settings.SHIPPED_CHECKPOINT_DIR, args.name, args.title, results,
                   half_precision=args.half, default=args.default, notes=args.notes or "")
     rows = [dataclasses.asdict(row) for row in results]
@@ -440,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--notes", help="why this recipe (width, input size...), kept in the metadata")
     pack.add_argument("--reuse", action="append", type=Path,
                       help="JSON rows of earlier measurements of this file (bench/results/omniglot_table.json)")
+    pack.add_argument("--measure-only", action="append", metavar="RULE",
+                      help="measure only this rule's rows into the cache and stop without packaging (repeatable); "
+                           "one process per rule measures a file's rules in parallel")
     pack.add_argument("--cache-dir", type=Path, default=Path("runs") / "heldout",
                       help="where measurements are cached per checkpoint hash (default runs/heldout)")
     pack.set_defaults(func=cmd_package)

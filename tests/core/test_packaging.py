@@ -130,6 +130,21 @@ def test_heldout_measurement_covers_every_rule_and_setting(tmp_path, real_omnigl
     assert read_manifest(out).default == "tiny.safetensors"
     assert read_metadata(out / "tiny.safetensors").heldout.classes == ("Korean",)
 
+    # One process per rule: --measure-only fills the cache and ships nothing; packaging then reuses those rows.
+    parallel_out = tmp_path / "assets-parallel"
+    base = ["package", "--checkpoint", str(trained), "--name", "tiny", "--title", "Tiny", "--out", str(parallel_out),
+            "--episodes", "2", "--cache-dir", str(tmp_path / "cache-parallel")]
+    assert main([*base, "--measure-only", "sgd"]) == 0
+    measured = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["rule"], r["reused_from"]) for r in measured] == [("sgd", None)] * len(SETTINGS)
+    assert not parallel_out.exists()
+    assert main(base) == 0
+    packaged = json.loads(capsys.readouterr().out)["results"]
+    assert [r["reused_from"] is not None for r in packaged] == [r["rule"] == "sgd" for r in packaged]
+    assert [r["accuracy"] for r in packaged if r["rule"] == "sgd"] == [r["accuracy"] for r in measured]
+    assert main([*base, "--measure-only", "meta_sgd"]) == 2
+    assert "cannot adapt with meta_sgd; it supports alfa, sgd" in capsys.readouterr().err
+
 
 def test_an_absolute_entry_point_in_the_recorded_command_is_shipped_as_python_m_core(tmp_path):
     source = save_tiny_checkpoint(tmp_path / "trained.safetensors")
