@@ -1,6 +1,6 @@
 """The FO-B-MAML paper's Figure 1 as data: meta-gradient estimators on a float64 quadratic family (issue 14).
 
-    OMP_NUM_THREADS=1 python bench/bilevel_quadratic.py        # writes bench/results/bilevel_quadratic.json (~10 s)
+    OMP_NUM_THREADS=1 python bench/bilevel_quadratic.py        # writes bench/results/bilevel_quadratic.json (~25 s)
 
 Problem (core/bilevel/quadratic.py; shared/reference.md, "The bilevel view"): 10 tasks in n = 20 dimensions, inner
 Hessians with condition number kappa = 1000 (eigenvalues log-spaced over [1e-3, 1]), outer Hessians with condition
@@ -15,7 +15,9 @@ error), outer start x0 = 0. Every error is against the exact meta-gradient of F(
 - figure1_right: outer loss F (exact) and the unrolled loss over 100 outer iterations at T = 20, with GD and its rate
   picked per method from a grid (lowest mean log10(F - F*) over the iterations; the grid, every rate's score and
   final F and the chosen rate are stored), then
-  the same with SNGDM (beta 0.9) and clipped GD (threshold a quarter of ||grad F(x0)||).
+  the same with SNGDM (momentum beta 0.9) and clipped GD (threshold a quarter of ||grad F(x0)||). The outer steps are
+  training's (core/meta/outer_step.py, torch on float64 tensors); clipping is torch's clip_grad_norm_, whose
+  coefficient c / (||g|| + 1e-6) keeps a clipped step 1e-6 / ||g|| (relative) short of c.
 - lambda_sweep: the left panel's errors at T = 20 and 100 for other lambdas (same family), to see where the claims
   depend on the problem.
 - claims: the paper's four claims, each "holds" or "does not hold" with the numbers (printed as a table too).
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.bilevel import quadratic as qd
-from core.bilevel.outer import OuterMethod
+from core.meta.outer_step import OuterStepChoice
 
 RESULT = ROOT / "bench" / "results" / "bilevel_quadratic.json"
 SPEC = qd.QuadraticFamilySpec(n=20, tasks=10, kappa=1000.0, smoothness=1.0, outer_kappa=10.0, outer_smoothness=1.0,
@@ -147,8 +149,9 @@ def rate_score(exact_loss: np.ndarray, f_star: float) -> np.ndarray:
 
 def outer_panel(tasks: qd.QuadraticTasks, x0: np.ndarray, f_star: float, clip: float) -> dict:
     rate = inner_rate(LAM)
-    methods = {"gd": (OuterMethod("gd"), GD_GRID), "sngdm": (OuterMethod("sngdm", beta=0.9), SNGDM_GRID),
-               "clipped": (OuterMethod("clipped", clip_threshold=clip), GD_GRID)}
+    methods = {"gd": (OuterStepChoice.parse("sgd"), GD_GRID),
+               "sngdm": (OuterStepChoice.parse("sngdm", {"momentum": 0.9}), SNGDM_GRID),
+               "clipped": (OuterStepChoice.parse("clipped", {"max_norm": clip}), GD_GRID)}
     panel: dict = {}
     for kind, (method, grid) in methods.items():
         runs = {}
@@ -163,7 +166,8 @@ def outer_panel(tasks: qd.QuadraticTasks, x0: np.ndarray, f_star: float, clip: f
                 "exact_loss": run.exact_loss[best], "unrolled_loss": run.unrolled_loss[best],
                 "score_by_rate": score, "final_loss_by_rate": run.exact_loss[:, -1], "diverged_by_rate": run.diverged,
             }
-        panel[kind] = {"method": dataclasses.asdict(method), "label": method.label, "grid": grid, "runs": runs}
+        panel[kind] = {"method": {"outer_step": method.name, "options": method.settings()}, "label": method.label,
+                       "grid": grid, "runs": runs}
     return panel
 
 

@@ -123,13 +123,17 @@ class MetaConfig:
     #                          outer backward pass: memory of one step instead of all (same gradient, ~1.4x time)
     meta_batch: int = 4
     iterations: int = 1000
-    outer_lr: float = 1e-3
+    # The outer step (core.meta.outer_step): adam | sgd | clipped | normalized | sngdm, and its options table,
+    # e.g. outer_step = "sngdm" with outer_step_options = { momentum = 0.9 }.
+    outer_step: str = "adam"
+    outer_step_options: dict[str, Any] = field(default_factory=dict)
+    outer_lr: float = 1e-3  # the rate (the step length of normalized and sngdm) of the backbone's meta-parameters
     rule_outer_lr: float | None = None  # outer rate of the rule's meta-parameters (default: outer_lr)
     inner_steps: int = 5
     eval_inner_steps: int = 5
     multi_step_loss: bool = False
     multi_step_anneal_iterations: int = 0
-    grad_clip: float = 0.0  # 0 = off
+    grad_clip: float = 0.0  # 0 = off; > 0: the older spelling of outer_step = "clipped" around adam or sgd
     cosine_schedule: bool = False
     min_outer_lr: float = 1e-5
 
@@ -226,6 +230,16 @@ def _build(cls, values: dict[str, Any], where: str):
 _LEGACY_ALGORITHMS = {"second_order": "maml", "first_order": "fomaml"}
 
 
+# ``[meta]`` keys added after runs stored their configs (in training states and checkpoints), and the value each means
+# in a stored config without it: what those runs did. Their defaults here are the same values (a test checks it).
+ADDED_META_KEYS: dict[str, Any] = {"outer_step": "adam", "outer_step_options": {}}
+
+
+def with_added_meta_keys(meta: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``[meta]`` table with the keys added since it was written, at what they mean for it."""
+    return {**{k: (dict(v) if isinstance(v, dict) else v) for k, v in ADDED_META_KEYS.items()}, **meta}
+
+
 def _upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
     if "algorithm" not in meta:
         return meta
@@ -270,6 +284,7 @@ def _validate(config: TrainConfig) -> None:
     if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
         raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
     _validate_estimator(config.meta)
+    _validate_outer_step(config.meta)
     _validate_model(config)
     for name in ("meta_batch", "iterations", "inner_steps"):
         if getattr(config.meta, name) < 1:
@@ -306,6 +321,18 @@ def _validate_estimator(meta: MetaConfig) -> None:
             f"meta.estimator {meta.estimator!r} runs its tasks by {', '.join(spec.executions)}; "
             f"turn meta.batched / meta.recompute off"
         )
+
+
+def _validate_outer_step(meta: MetaConfig) -> None:
+    """The outer step and its options (and the older ``meta.grad_clip``), checked by ``core.meta.outer_step``."""
+    from core.meta.outer_step import choose_outer_step
+
+    if not isinstance(meta.outer_step_options, dict):
+        raise ConfigError(f"meta.outer_step_options must be a table, not {meta.outer_step_options!r}")
+    try:
+        choose_outer_step(meta.outer_step, meta.outer_step_options, meta.grad_clip)
+    except ValueError as error:
+        raise ConfigError(f"meta.outer_step: {error}") from None
 
 
 def _validate_model(config: TrainConfig) -> None:

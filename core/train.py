@@ -1,7 +1,8 @@
 """Meta-training from a config file, with periodic validation, checkpoints and resume.
 
 Files written to the run's output folder:
-- ``state.safetensors``: everything needed to resume (meta-parameters, Adam state, iteration, history);
+- ``state.safetensors``: everything needed to resume (meta-parameters, the outer step's optimizer state, iteration,
+  history);
 - ``last.safetensors`` / ``best.safetensors``: deployable checkpoints (best = highest validation score);
 - ``history.jsonl``: one line per validation.
 Task ``i * meta_batch + t`` of the seeded sampler is task ``t`` of iteration ``i``, so a resumed run sees
@@ -32,13 +33,14 @@ from core.checkpoint import (
 )
 from core.checkpoint.format import TRAINING_STATE
 from core.checkpoint.training_state import TrainingProgress, launch_command, read_state, write_state
-from core.config import TrainConfig
+from core.config import TrainConfig, with_added_meta_keys
 from core.data.augment import AugmentConfig
 from core.data.factory import image_spec
 from core.data.task import Task
 from core.device import pick_device
 from core.learner import Learner
 from core.meta.estimator import LAST_STEP, QueryObjective, build_estimator
+from core.meta.outer_step import choose_outer_step
 from core.objectives import objective_for
 from core.pretrain import Pretrainer, load_pretrained, pretrained_path
 from core.task_sources import task_source
@@ -77,7 +79,11 @@ class Trainer:
             rule_lr = meta.rule_outer_lr if meta.rule_outer_lr is not None else meta.outer_lr
             groups.append({"params": rule_params, "lr": rule_lr})
             self.group_scales.append(rule_lr / meta.outer_lr)
-        self.optimizer = torch.optim.Adam(groups, lr=meta.outer_lr)
+        # meta.outer_step (core.meta.outer_step): Adam unless the config says otherwise
+        self.outer_step = choose_outer_step(meta.outer_step, meta.outer_step_options, meta.grad_clip).build(
+            groups, lr=meta.outer_lr
+        )
+        self.optimizer = self.outer_step.optimizer
         self.skipped_steps = 0
         self.iteration = 0
         self.best_score: float | None = None
@@ -117,12 +123,10 @@ class Trainer:
             return diagnostics
         for name, param in self.trainable.items():
             param.grad = grads[name]
-        if meta.grad_clip > 0:
-            diagnostics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.trainable.values(), meta.grad_clip))
-        for group, scale in zip(self.optimizer.param_groups, self.group_scales):
+        for group, scale in zip(self.outer_step.param_groups, self.group_scales):
             group["lr"] = self.outer_lr(iteration) * scale
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        diagnostics.update(self.outer_step.step())  # grad_norm (before clipping) when it clips
+        self.outer_step.zero_grad(set_to_none=True)
         return diagnostics
 
     # ----- validation --------------------------------------------------------------------------------
@@ -188,7 +192,9 @@ class Trainer:
         saved, current = dict(progress.config), self.config.to_dict()
         # Changing the length of the run is what resuming is for; anything else would mix two experiments.
         for config in (saved, current):
-            config["meta"] = {k: v for k, v in config.get("meta", {}).items() if k != "iterations"}
+            # Runs saved before a [meta] key existed did what its value for them says (ADDED_META_KEYS).
+            meta = with_added_meta_keys(config.get("meta", {}))
+            config["meta"] = {k: v for k, v in meta.items() if k != "iterations"}
             config.pop("validation", None)
             config.pop("checkpoint", None)
             # Where the data lives and whether it may be downloaded are facts of the machine, not the experiment.

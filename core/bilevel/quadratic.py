@@ -72,8 +72,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+import torch
 
-from core.bilevel.outer import OuterMethod, OuterState, apply_outer_step
+from core.meta.outer_step import OuterStepChoice
 
 __all__ = [
     "ESTIMATORS",
@@ -520,7 +521,7 @@ class OuterRun:
     """
 
     choice: EstimatorChoice
-    method: OuterMethod
+    method: OuterStepChoice
     rates: np.ndarray
     exact_loss: np.ndarray
     unrolled_loss: np.ndarray
@@ -534,18 +535,25 @@ class OuterRun:
 
 
 def run_outer(tasks: QuadraticTasks, x0: np.ndarray, choice: EstimatorChoice, steps: int, inner_rate: float,
-              lam: float, method: OuterMethod, rates: np.ndarray | list[float], iterations: int,
+              lam: float, method: OuterStepChoice, rates: np.ndarray | list[float], iterations: int,
               divergence_factor: float = 1e6) -> OuterRun:
-    """``iterations`` outer steps of ``method`` on the family's mean estimate from ``x0``, one run per rate."""
+    """``iterations`` outer steps of ``method`` on the family's mean estimate from ``x0``, one run per rate.
+
+    The outer steps are training's (:mod:`core.meta.outer_step`): each run's ``x`` is a float64 tensor with its own
+    optimizer at its rate (one run is one outer variable, so a normalized step's norm is that run's alone); the
+    estimates are numpy, passed to it as the tensor's gradient.
+    """
     rates = np.asarray(rates, dtype=float)
     grid = rates.shape[0]
-    state = OuterState.start(np.broadcast_to(np.asarray(x0, dtype=float), (grid, tasks.n)))
+    start = np.broadcast_to(np.asarray(x0, dtype=float), (grid, tasks.n))
+    xs = [torch.tensor(row, dtype=torch.float64) for row in start]
+    optimizers = [method.build([x], lr=float(rate)) for x, rate in zip(xs, rates, strict=True)]
     exact = np.full((grid, iterations + 1), np.inf)
     unrolled = np.full((grid, iterations + 1), np.inf)
     alive = np.ones(grid, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         for i in range(iterations + 1):
-            points = state.x[:, None, :]
+            points = torch.stack(xs).numpy()[:, None, :]
             f = outer_loss(tasks, points, lam)
             limit = divergence_factor * exact[:, 0] if i else np.full(grid, np.inf)
             alive &= np.isfinite(f) & (f <= limit)
@@ -554,7 +562,8 @@ def run_outer(tasks: QuadraticTasks, x0: np.ndarray, choice: EstimatorChoice, st
             if i == iterations:
                 break
             g = meta_gradient_mean(choice(tasks, points, steps, inner_rate, lam))
-            moved = apply_outer_step(method, state, g, rates[:, None])
-            keep = alive[:, None]
-            state = OuterState(np.where(keep, moved.x, state.x), np.where(keep, moved.momentum, state.momentum))
-    return OuterRun(choice, method, rates, exact, unrolled, ~alive, state.x)
+            for k in np.flatnonzero(alive):  # a run that blew up stays where it was
+                xs[k].grad = torch.from_numpy(np.ascontiguousarray(g[k]))
+                optimizers[k].step()
+                optimizers[k].zero_grad()
+    return OuterRun(choice, method, rates, exact, unrolled, ~alive, torch.stack(xs).numpy())

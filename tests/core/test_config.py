@@ -7,9 +7,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.checkpoint import read_metadata
 from core.config import ConfigError, config_from_dict, load_config
+from core.meta.outer_step import choose_outer_step
 from core.rules import rule_spec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.toml"))
@@ -52,6 +54,10 @@ def test_the_training_configs_stored_in_shipped_checkpoints_parse_to_their_rule(
     options = dataclasses.asdict(rule_spec(metadata.rule.name).options(**metadata.rule.options))
     assert config.rule.as_rule_dict() == {"name": metadata.rule.name, **options}
     assert set(stored["rule"]) == {"name", "lr", "steps", "weight_decay", "generator_init"}
+    # They were trained with Adam, before meta.outer_step existed; read back, their config still says so.
+    assert "outer_step" not in stored["meta"]
+    assert choose_outer_step(config.meta.outer_step, config.meta.outer_step_options, config.meta.grad_clip).build(
+        [torch.zeros(1)], lr=config.meta.outer_lr).optimizer.__class__ is torch.optim.Adam
 
 
 def test_old_shared_rule_keys_are_accepted_only_at_their_old_default():

@@ -15,15 +15,7 @@ import pytest
 import torch
 
 from core.bilevel import quadratic as qd
-from core.bilevel.outer import (
-    OuterMethod,
-    OuterState,
-    apply_outer_step,
-    clip_to_norm,
-    clipped_step,
-    normalized_step,
-    sngdm_step,
-)
+from core.meta.outer_step import OuterStepChoice
 from tests.tolerances import central_difference_error, gamma, unit_roundoff
 
 F64 = torch.float64
@@ -445,67 +437,9 @@ def test_the_registry_names_every_estimator_and_checks_settings(tasks):
         qd.estimate("imaml", tasks, x, 3, RATE, LAM)
 
 
-# ----------------------------------------------------------------------------------------------- outer steps
-
-
-def test_the_normalized_step_has_length_eta():
-    rng = np.random.default_rng(10)
-    n = 8
-    for eta in (1e-3, 0.25, 3.0):
-        x, g = rng.standard_normal(n), 10 ** rng.uniform(-5, 5) * rng.standard_normal(n)
-        step = normalized_step(x, g, eta) - x
-        # eta g / ||g||: the norm is a sum of n squares and a square root (n + 1 operations), then a division and a
-        # product (2); subtracting from x and back rounds each entry by at most u (|x_i| + |step_i|) twice.
-        tol = gamma(n + 3, F64) * eta + 2 * U * (np.linalg.norm(x) + eta)
-        assert abs(np.linalg.norm(step) - eta) <= tol
-        assert np.allclose(step / eta, -g / np.linalg.norm(g), rtol=0, atol=tol / eta)
-    assert np.array_equal(normalized_step(np.ones(3), np.zeros(3), 0.5), np.ones(3))  # zero gradient: no move
-
-
-def test_clipping_leaves_small_gradients_alone_and_caps_large_ones():
-    rng = np.random.default_rng(11)
-    n, threshold = 8, 0.7
-    small = rng.standard_normal(n)
-    small *= 0.5 * threshold / np.linalg.norm(small)
-    assert np.array_equal(clip_to_norm(small, threshold), small)  # the very same numbers
-    large = 40 * small
-    clipped = clip_to_norm(large, threshold)
-    # threshold / ||g|| (n + 2 operations) times g (1): the result's norm is c to within gamma(n + 3) c, and
-    # measuring that norm here adds another gamma(n + 1) c
-    assert abs(np.linalg.norm(clipped) - threshold) <= (gamma(n + 3, F64) + gamma(n + 1, F64)) * threshold
-    assert np.allclose(clipped / threshold, large / np.linalg.norm(large), rtol=0, atol=gamma(n + 3, F64))
-    batch = clip_to_norm(np.stack([small, large]), threshold)  # per row
-    assert np.array_equal(batch[0], small) and np.array_equal(batch[1], clipped)
-    x = rng.standard_normal(n)
-    assert np.array_equal(clipped_step(x, small, 0.1, threshold), x - 0.1 * small)
-
-
-def test_sngdm_follows_the_momentum_recursion_by_hand():
-    beta, eta = 0.5, 2.0
-    x0 = np.array([1.0, -1.0])
-    grads = [np.array([3.0, 4.0]), np.array([-7.5, 6.0]), np.array([13.0, -28.0])]
-    # m1 = 0.5 (0, 0) + 0.5 (3, 4)         = (1.5, 2),   ||m1|| = 2.5, x1 = x0 - 2 (0.6, 0.8)
-    # m2 = 0.5 (1.5, 2) + 0.5 (-7.5, 6)    = (-3, 4),    ||m2|| = 5,   x2 = x1 - 2 (-0.6, 0.8)
-    # m3 = 0.5 (-3, 4) + 0.5 (13, -28)     = (5, -12),   ||m3|| = 13,  x3 = x2 - 2 (5/13, -12/13)
-    momenta = [np.array([1.5, 2.0]), np.array([-3.0, 4.0]), np.array([5.0, -12.0])]
-    by_hand = [x0 - 2 * np.array([0.6, 0.8])]
-    by_hand.append(by_hand[-1] - 2 * np.array([-0.6, 0.8]))
-    by_hand.append(by_hand[-1] - 2 * np.array([5 / 13, -12 / 13]))
-    x, m = x0, np.zeros(2)
-    state = OuterState.start(x0)
-    for g, m_expected, x_expected in zip(grads, momenta, by_hand, strict=True):
-        x, m = sngdm_step(x, m, g, eta, beta)
-        state = apply_outer_step(OuterMethod("sngdm", beta=beta), state, g, eta)
-        assert np.array_equal(m, m_expected)  # halves and sums of small integers are exact
-        # m / ||m|| (a 2-term norm, a root and a division: 4 operations), times eta, from x (|x| <= 5): each entry
-        # is off by at most gamma(4) eta + u 5 per step, over at most 3 steps; the hand values (0.6, 5/13, ... are
-        # not floats) are rounded as much
-        assert np.allclose(x, x_expected, rtol=0, atol=2 * 3 * (gamma(4, F64) * eta + 5 * U))
-        assert np.array_equal(state.x, x) and np.array_equal(state.momentum, m)
-    with pytest.raises(ValueError, match="clip_threshold"):
-        OuterMethod("clipped")
-    with pytest.raises(ValueError, match="unknown outer step"):
-        OuterMethod("adam")
+# ------------------------------------------------------------------------------------------- outer optimisation
+# The outer steps themselves (normalized step length, clipping, the SNGDM recursion) are training's and are tested
+# with it, in tests/core/meta/test_outer_step.py.
 
 
 def test_outer_gd_with_the_exact_gradient_reaches_the_minimum_and_a_too_large_rate_is_flagged(tasks):
@@ -513,7 +447,7 @@ def test_outer_gd_with_the_exact_gradient_reaches_the_minimum_and_a_too_large_ra
     assert np.linalg.norm(qd.meta_gradient_mean(qd.exact_meta_gradient(tasks, x_star, LAM))) < 1e-12
     # MAML at T = 100 is the exact gradient to q^100 < 1e-18; GD with the rate 1/L_F contracts F - F* by at least
     # 1 - mu_F / L_F per step; a rate of 3 / L_F (> 2 / L_F) makes GD diverge along the top eigenvector.
-    run = qd.run_outer(tasks, np.zeros(tasks.n), qd.EstimatorChoice("maml"), 100, RATE, LAM, OuterMethod("gd"),
+    run = qd.run_outer(tasks, np.zeros(tasks.n), qd.EstimatorChoice("maml"), 100, RATE, LAM, OuterStepChoice.parse("sgd"),
                        [1 / smoothness, 3 / smoothness], 300, divergence_factor=1e3)
     assert run.exact_loss.shape == (2, 301)
     assert not run.diverged[0] and run.diverged[1] and np.isinf(run.exact_loss[1, -1])
@@ -521,3 +455,16 @@ def test_outer_gd_with_the_exact_gradient_reaches_the_minimum_and_a_too_large_ra
     assert run.exact_loss[0, -1] - f_star < 1e-6 * (run.exact_loss[0, 0] - f_star)
     assert math.isclose(run.unrolled_loss[0, -1], run.exact_loss[0, -1], rel_tol=1e-12)
     assert run.best == 0
+
+
+@pytest.mark.parametrize("method", [OuterStepChoice.parse("sngdm", {"momentum": 0.5}),
+                                    OuterStepChoice.parse("clipped", {"max_norm": 0.05}),
+                                    OuterStepChoice.parse("normalized")], ids=lambda m: m.name)
+def test_each_rate_of_a_grid_is_its_own_run(tasks, method):
+    """One run is one outer variable: its normalized step's norm (or clipping) is its own, not the grid's."""
+    rates = [0.01, 0.1, 1.0]
+    grid = qd.run_outer(tasks, np.zeros(tasks.n), qd.EstimatorChoice("fomaml"), 5, RATE, LAM, method, rates, 4)
+    for k, rate in enumerate(rates):
+        alone = qd.run_outer(tasks, np.zeros(tasks.n), qd.EstimatorChoice("fomaml"), 5, RATE, LAM, method, [rate], 4)
+        assert np.array_equal(alone.final_x[0], grid.final_x[k])
+        assert np.array_equal(alone.exact_loss[0], grid.exact_loss[k])
