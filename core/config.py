@@ -6,13 +6,14 @@ to a default).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from core.data.augment import AugmentConfig
-from core.rules import rule_spec
+from core.rules import registered_rule_names, rule_spec
 
 
 class ConfigError(ValueError):
@@ -127,6 +128,9 @@ class MetaConfig:
     # e.g. outer_step = "sngdm" with outer_step_options = { momentum = 0.9 }.
     outer_step: str = "adam"
     outer_step_options: dict[str, Any] = field(default_factory=dict)
+    # The inner problem: support loss + proximal_lambda/2 ||y - x||^2 (x the initialisation, y the fast weights);
+    # 0 = the plain support loss. Evaluation and adaptation of the checkpoint solve the same problem.
+    proximal_lambda: float = 0.0
     outer_lr: float = 1e-3  # the rate (the step length of normalized and sngdm) of the backbone's meta-parameters
     rule_outer_lr: float | None = None  # outer rate of the rule's meta-parameters (default: outer_lr)
     inner_steps: int = 5
@@ -232,7 +236,7 @@ _LEGACY_ALGORITHMS = {"second_order": "maml", "first_order": "fomaml"}
 
 # ``[meta]`` keys added after runs stored their configs (in training states and checkpoints), and the value each means
 # in a stored config without it: what those runs did. Their defaults here are the same values (a test checks it).
-ADDED_META_KEYS: dict[str, Any] = {"outer_step": "adam", "outer_step_options": {}}
+ADDED_META_KEYS: dict[str, Any] = {"outer_step": "adam", "outer_step_options": {}, "proximal_lambda": 0.0}
 
 
 def with_added_meta_keys(meta: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +287,7 @@ def load_config(path: str | Path) -> TrainConfig:
 def _validate(config: TrainConfig) -> None:
     if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
         raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
-    _validate_estimator(config.meta)
+    _validate_estimator(config.meta, config.rule)
     _validate_outer_step(config.meta)
     _validate_model(config)
     for name in ("meta_batch", "iterations", "inner_steps"):
@@ -307,10 +311,15 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("task.n_way must be at least 2")
 
 
-def _validate_estimator(meta: MetaConfig) -> None:
-    """The estimator, its options and how it runs its tasks, checked against the estimator registry."""
+def _validate_estimator(meta: MetaConfig, rule: RuleConfig) -> None:
+    """The estimator, its options and how it runs its tasks, checked against the estimator registry; the proximal
+    term, the rule and the multi-step loss against what the estimator declares it needs and gives."""
     from core.meta.estimator import estimator_options, estimator_spec
 
+    lam = meta.proximal_lambda
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise ConfigError(f"meta.proximal_lambda must be a finite number >= 0 (0 = no proximal term), not {lam!r}")
+    meta.proximal_lambda = float(lam)
     try:
         spec = estimator_spec(meta.estimator)
         estimator_options(meta.estimator, meta.estimator_options)
@@ -320,6 +329,23 @@ def _validate_estimator(meta: MetaConfig) -> None:
         raise ConfigError(
             f"meta.estimator {meta.estimator!r} runs its tasks by {', '.join(spec.executions)}; "
             f"turn meta.batched / meta.recompute off"
+        )
+    if spec.needs_proximal and meta.proximal_lambda <= 0:
+        raise ConfigError(
+            f"meta.estimator {meta.estimator!r} estimates the meta-gradient of the proximal inner problem "
+            f"(support loss + lambda/2 ||y - x||^2) and needs meta.proximal_lambda > 0, not {meta.proximal_lambda:g}"
+        )
+    if not spec.rule_meta_gradients and rule_spec(rule.name).capabilities.meta_learned:
+        plain = [n for n in registered_rule_names() if not rule_spec(n).capabilities.meta_learned]
+        raise ConfigError(
+            f"meta.estimator {meta.estimator!r} gives no gradient to an inner rule's meta-learned parameters, and "
+            f"rule {rule.name!r} has some (its rates would never be trained): use a rule without meta-learned "
+            f"parameters ({', '.join(plain)}) or an estimator that trains them (maml, fomaml)"
+        )
+    if meta.multi_step_loss and not spec.multi_step_loss:
+        raise ConfigError(
+            f"meta.estimator {meta.estimator!r} does not support the multi-step loss (its meta-gradient is of the "
+            f"query loss at the adapted weights only): set meta.multi_step_loss = false"
         )
 
 

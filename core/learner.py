@@ -7,6 +7,7 @@ checkpoint code need nothing special.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -31,6 +32,7 @@ class Learner(nn.Module):
         head_init: str = "learned",
         task_kind: str = "classification",
         seed: int | None = None,
+        proximal_lambda: float = 0.0,
     ) -> None:
         super().__init__()
         if head_init not in HEAD_INITS:
@@ -48,6 +50,13 @@ class Learner(nn.Module):
         self.rule: InnerRule = build_rule(rule_config, self.inner_names, shapes)
         self.head_init = head_init
         self.task_kind = task_kind
+        # The inner problem (``meta.proximal_lambda``): support loss + proximal_lambda/2 ||y - x||^2, x the weights
+        # an adaptation starts from. 0: the plain support loss (MAML eq. 1). Part of what the learner *is*: a
+        # checkpoint adapts with the value it was trained with (``core.checkpoint.learner_io``).
+        proximal_lambda = float(proximal_lambda)
+        if not math.isfinite(proximal_lambda) or proximal_lambda < 0:
+            raise ValueError(f"proximal_lambda must be a finite number >= 0, not {proximal_lambda!r}")
+        self.proximal_lambda = proximal_lambda
         self.frozen_backbone = capabilities.reinitialises_backbone
         if self.frozen_backbone:
             xavier_reinitialise(self.backbone, generator)
@@ -91,7 +100,10 @@ class Learner(nn.Module):
         options = {}
         if "lr" in rule_spec(rule_name).option_names() and hasattr(self.rule.options, "lr"):
             options["lr"] = float(self.rule.options.lr)
-        other = Learner(self.backbone_config, {"name": rule_name, **options}, self.head_init, self.task_kind)
+        other = Learner(
+            self.backbone_config, {"name": rule_name, **options}, self.head_init, self.task_kind,
+            proximal_lambda=self.proximal_lambda,
+        )
         reference = next(self.backbone.parameters())
         other = other.to(device=reference.device, dtype=reference.dtype)
         other.backbone.load_state_dict(self.backbone.state_dict())

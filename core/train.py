@@ -60,7 +60,8 @@ class Trainer:
         kind = config.data.task_kind
         self.objective = objective_for(kind)
         self.learner = Learner(
-            config.backbone_config(), rule, head_init=config.model.head_init, task_kind=kind, seed=config.seed
+            config.backbone_config(), rule, head_init=config.model.head_init, task_kind=kind, seed=config.seed,
+            proximal_lambda=meta.proximal_lambda,
         ).to(self.device)
         self.estimator = build_estimator(
             meta.estimator, self.learner, meta.inner_steps, options=meta.estimator_options, execution=meta.execution

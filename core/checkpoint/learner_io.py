@@ -99,9 +99,20 @@ def save_learner(
     return write_file(path, learner_tensors(learner), metadata.to_header(), dtype=dtype)
 
 
+def proximal_lambda_of(metadata: CheckpointMetadata) -> float:
+    """The ``meta.proximal_lambda`` the checkpoint was trained with, from its stored training config: its inner
+    problem, which adaptation must solve too. Files without one (written before the option, or without a
+    training record) trained on the plain support loss: 0."""
+    training = metadata.training
+    config = None if training is None else training.config
+    meta = (config or {}).get("meta") or {}
+    return float(meta.get("proximal_lambda", 0.0))
+
+
 def learner_from_tensors(tensors: dict[str, torch.Tensor], metadata: CheckpointMetadata, source: str) -> Learner:
     learner = Learner(
-        metadata.backbone.config, metadata.rule.config, head_init=metadata.head_init, task_kind=metadata.task_kind
+        metadata.backbone.config, metadata.rule.config, head_init=metadata.head_init, task_kind=metadata.task_kind,
+        proximal_lambda=proximal_lambda_of(metadata),
     )
     missing, unexpected = learner.load_state_dict(tensors, strict=False)
     if missing or unexpected:

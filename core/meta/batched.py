@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, vmap
 from core.data.task import Task
 from core.learner import Learner
 from core.meta.estimator import MetaGradient, QueryObjective
-from core.meta.inner import apply_rule, objective_of, prepare_head, task_loss, task_metric
+from core.meta.inner import apply_rule, inner_objective, objective_of, prepare_head, task_loss, task_metric
 
 
 def vmapped_meta_grad(
@@ -36,9 +36,11 @@ def vmapped_meta_grad(
 
     def one_task(sx, sy, qx, qy):
         fast = prepare_head(learner, initial, sx, sy, n_classes, head_init)
+        anchor = {n: fast[n] for n in inner}  # the proximal term's centre (meta.proximal_lambda)
 
         def support_loss(inner_params, frozen):
-            return task_loss(learner, run({**frozen, **inner_params}, sx), sy)
+            loss = task_loss(learner, run({**frozen, **inner_params}, sx), sy)
+            return inner_objective(learner, loss, inner_params, anchor)
 
         total, query_out = 0.0, None
         for step_index in range(inner_steps):

@@ -109,22 +109,36 @@ class EstimatorSpec:
     build: Callable[..., MetaGradientEstimator]  # build(learner, inner_steps, head_init, options)
     # How the tasks of a meta-batch may be run: "loop" (one task's graph at a time), "vmap", "recompute".
     executions: tuple[str, ...] = ("loop",)
+    # What the config is checked against (core.config): the estimator needs the proximal inner problem
+    # (meta.proximal_lambda > 0); it gives the meta-learned parameters of a rule (Capabilities.meta_learned) a
+    # gradient; it supports MAML++'s multi-step loss (meta.multi_step_loss, QueryObjective.every_step).
+    needs_proximal: bool = False
+    rule_meta_gradients: bool = True
+    multi_step_loss: bool = True
 
 
 _REGISTRY: dict[str, EstimatorSpec] = {}
 
 
 def register_estimator(
-    name: str, label: str, options: type, executions: tuple[str, ...] = ("loop",)
+    name: str, label: str, options: type, executions: tuple[str, ...] = ("loop",), *,
+    needs_proximal: bool = False, rule_meta_gradients: bool = True, multi_step_loss: bool = True,
 ) -> Callable[[Callable[..., MetaGradientEstimator]], Callable[..., MetaGradientEstimator]]:
-    """Class or function decorator: ``build(learner, inner_steps, head_init, options)`` makes the estimator."""
+    """Class or function decorator: ``build(learner, inner_steps, head_init, options)`` makes the estimator.
+
+    ``needs_proximal``: only defined on the proximal inner problem (``meta.proximal_lambda > 0``);
+    ``rule_meta_gradients``: whether it gives a rule's meta-learned parameters a gradient (if not, such rules are
+    refused); ``multi_step_loss``: whether it can weight the query loss after every inner step (MAML++).
+    """
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"the options of estimator {name!r} must be a dataclass")
 
     def decorate(build: Callable[..., MetaGradientEstimator]) -> Callable[..., MetaGradientEstimator]:
         if name in _REGISTRY and _REGISTRY[name].build is not build:
             raise ValueError(f"meta-gradient estimator {name!r} is registered twice")
-        _REGISTRY[name] = EstimatorSpec(name, label, options, build, tuple(executions))
+        _REGISTRY[name] = EstimatorSpec(
+            name, label, options, build, tuple(executions), needs_proximal, rule_meta_gradients, multi_step_loss
+        )
         return build
 
     return decorate

@@ -67,17 +67,47 @@ def prepare_head(
     )
 
 
+def proximal_term(learner: Learner, fast: Params, anchor: Params) -> torch.Tensor | None:
+    """``lambda/2 ||y - x||^2`` over the adapted tensors (``y`` = ``fast``, ``x`` = ``anchor``, the weights the
+    adaptation started from); ``None`` when ``learner.proximal_lambda`` is 0 (the inner problem of MAML eq. 1)."""
+    lam = learner.proximal_lambda
+    if not lam:
+        return None
+    squares = [((fast[n] - anchor[n]) ** 2).sum() for n in learner.inner_names]
+    return 0.5 * lam * torch.stack(squares).sum()
+
+
+def inner_objective(learner: Learner, support_loss: torch.Tensor, fast: Params, anchor: Params | None) -> torch.Tensor:
+    """What the inner loop descends: the support loss, plus the proximal term when ``proximal_lambda > 0``.
+
+    At ``proximal_lambda = 0`` it is the support loss tensor itself, so every gradient is bit for bit what it was
+    before the option existed.
+    """
+    if anchor is None:
+        return support_loss
+    term = proximal_term(learner, fast, anchor)
+    return support_loss if term is None else support_loss + term
+
+
 def support_gradients(
     learner: Learner, fast: Params, output_of: Callable[[Params], torch.Tensor], support_y: torch.Tensor, *,
-    create_graph: bool, retain_graph: bool,
+    create_graph: bool, retain_graph: bool, anchor: Params | None = None,
 ) -> tuple[Params, torch.Tensor, torch.Tensor]:
-    """``(gradients of the support loss w.r.t. the adapted tensors, loss, output)`` at the fast weights ``fast``."""
+    """``(gradients of the inner objective w.r.t. the adapted tensors, support loss, output)`` at ``fast``.
+
+    The inner objective is the support loss plus ``proximal_lambda/2 ||fast - anchor||^2`` over the adapted
+    tensors (:func:`inner_objective`); ``anchor`` is the adaptation's starting point and is required when the
+    learner's ``proximal_lambda`` is not 0. The loss returned is the support loss alone (what is reported).
+    """
     inner = learner.inner_names
+    if learner.proximal_lambda and anchor is None:
+        raise ValueError("a proximal inner problem (proximal_lambda > 0) needs the starting weights as its anchor")
     with torch.enable_grad():
         output = output_of(fast)
         loss = task_loss(learner, output, support_y)
+        objective = inner_objective(learner, loss, fast, anchor)
         grads = torch.autograd.grad(
-            loss, [fast[n] for n in inner], create_graph=create_graph, retain_graph=retain_graph
+            objective, [fast[n] for n in inner], create_graph=create_graph, retain_graph=retain_graph
         )
     return dict(zip(inner, grads)), loss, output
 
@@ -142,7 +172,8 @@ def inner_loop(
     record_final: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> InnerResult:
-    """Run ``steps`` updates of ``learner.rule`` on the support set.
+    """Run ``steps`` updates of ``learner.rule`` on the support set (on the proximal inner problem, support loss
+    plus ``proximal_lambda/2 ||y - params||^2``, when the learner's ``proximal_lambda`` is not 0).
 
     ``differentiable=True`` keeps the chain from the initial weights and rule parameters to the adapted
     weights, for a meta-gradient: ``create_graph=True`` also differentiates through the inner gradients
@@ -156,13 +187,16 @@ def inner_loop(
     objective = objective_of(learner)
     inner = learner.inner_names
     fast = _starting_weights(params, inner, differentiable)
+    # The proximal term's centre x: the weights passed in (for a meta-gradient, still on the graph of the
+    # meta-parameters, so second order differentiates -lambda (y - x) with respect to x too).
+    anchor = {n: (params[n] if differentiable else params[n].detach()) for n in inner}
     output_of = _support_output(learner, fast, support_x, differentiable)
     result = InnerResult(params=fast)
     state = learner.rule.init_state({n: fast[n] for n in inner})
     for step_index in range(steps):
         grads, loss, output = support_gradients(
             learner, fast, output_of, support_y, create_graph=create_graph and differentiable,
-            retain_graph=differentiable,
+            retain_graph=differentiable, anchor=anchor,
         )
         result.support_losses.append(loss.detach())
         metric = objective.metric(output.detach(), support_y)

@@ -38,11 +38,13 @@ def recomputed_meta_grad(
     return accumulate_task_gradients(learner, tasks, task_gradient)
 
 
-def _step(learner: Learner, fast: Params, step_index: int, task: Task, create_graph: bool) -> Params:
+def _step(
+    learner: Learner, fast: Params, step_index: int, task: Task, create_graph: bool, anchor: Params
+) -> Params:
     """One inner step from the fast weights ``fast`` (the shared support gradient and rule update)."""
     grads, _, _ = support_gradients(
         learner, fast, lambda weights: forward(learner, weights, task.support_x), task.support_y,
-        create_graph=create_graph, retain_graph=create_graph,
+        create_graph=create_graph, retain_graph=create_graph, anchor=anchor,
     )
     return apply_rule(learner, fast, grads, step_index, {})[0]
 
@@ -56,11 +58,15 @@ def _task_gradient(
         learner, learner.initial_params(), task.support_x, task.support_y, task.n_classes, head_init
     )
     names = list(initial)
+    # The proximal term's centre (meta.proximal_lambda): a leaf here, its adjoint gathered step by step and
+    # pulled through the head set-up with the initial weights' at the end.
+    anchor = {n: initial[n].detach().requires_grad_() for n in learner.inner_names}
+    anchor_adjoint: dict[str, torch.Tensor] = {}
     # Forward sweep: fast weights after every step, no graph kept.
     stored = [{n: p.detach() for n, p in initial.items()}]
     for step_index in range(inner_steps):
         start = {n: p.detach().requires_grad_(n in learner.inner_names) for n, p in stored[-1].items()}
-        stored.append({n: p.detach() for n, p in _step(learner, start, step_index, task, False).items()})
+        stored.append({n: p.detach() for n, p in _step(learner, start, step_index, task, False, anchor).items()})
 
     def query_loss(params: Params) -> torch.Tensor:
         return task_loss(learner, forward(learner, params, task.query_x), task.query_y)
@@ -88,7 +94,7 @@ def _task_gradient(
         start = {n: p.detach().requires_grad_() for n, p in stored[step_index].items()}
         with torch.enable_grad():
             # First order: the inner gradient is a constant and only the rule's direct use of θ_k remains.
-            nxt = _step(learner, start, step_index, task, second_order)
+            nxt = _step(learner, start, step_index, task, second_order, anchor)
             outputs = [nxt[n] for n in names]
             extra = 0.0
             if objective.every_step and step_index > 0:
@@ -96,19 +102,24 @@ def _task_gradient(
                 unscaled = query_loss(start) * objective.weight(step_index, inner_steps)
                 total_loss += float(unscaled.detach())
                 extra = unscaled * scale
+            anchors = list(anchor.values()) if learner.proximal_lambda else []
             found = torch.autograd.grad(
                 outputs + ([extra] if torch.is_tensor(extra) else []),
-                [start[n] for n in names] + tensors,
+                [start[n] for n in names] + tensors + anchors,
                 grad_outputs=adjoint + ([extra.new_ones(())] if torch.is_tensor(extra) else []),
                 allow_unused=True,
             )
         adjoint = [torch.zeros_like(start[n]) if g is None else g for n, g in zip(names, found[: len(names)])]
-        accumulate(found[len(names):])
+        accumulate(found[len(names): len(names) + len(tensors)])
+        for n, g in zip(anchor, found[len(names) + len(tensors):]):
+            if g is not None:
+                anchor_adjoint[n] = g if n not in anchor_adjoint else anchor_adjoint[n] + g
     # Finally through the head set-up and the initial weights to the meta-parameters.
     with torch.enable_grad():
         # A scalar surrogate, so a leaf that is both an output and an input (a backbone weight also read by
         # the prototype head) gets both of its paths summed.
         terms = [(initial[n] * a).sum() for n, a in zip(names, adjoint) if initial[n].requires_grad]
+        terms += [(initial[n] * a).sum() for n, a in anchor_adjoint.items() if initial[n].requires_grad]
         if terms:
             accumulate(torch.autograd.grad(torch.stack(terms).sum(), tensors, allow_unused=True))
     return meta, total_loss, None if metric is None else float(metric)
