@@ -193,6 +193,15 @@ def build_estimator(
         raise ValueError(
             f"estimator {name!r} runs its tasks by {', '.join(spec.executions)}, not {execution!r}"
         )
+    if spec.needs_proximal and not learner.proximal_lambda > 0:
+        raise ValueError(
+            f"estimator {name!r} needs the proximal inner problem: a learner with proximal_lambda > 0, "
+            f"not {learner.proximal_lambda:g}"
+        )
+    if not spec.rule_meta_gradients and learner.capabilities.meta_learned:
+        raise ValueError(
+            f"estimator {name!r} gives no gradient to rule {learner.rule.name!r}'s meta-learned parameters"
+        )
     return spec.build(
         learner, int(inner_steps), head_init or learner.head_init, estimator_options(name, options), execution
     )
