@@ -176,3 +176,16 @@ def train_briefly(tmp_path, estimator: str, options: dict, rule: str = "sgd", la
     assert any(not torch.equal(a, b) for a, b in zip(before, after)), "training did not move the meta-parameters"
     assert summary["iterations"] == 2 and trainer.skipped_steps == 0
     return read_metadata(tmp_path / "run" / "last.safetensors").training
+
+
+def perturbation_rounding(per_task: list[Exact], exact: dict[str, torch.Tensor]) -> float:
+    """How far one evaluation of ``G(delta)`` (the perturbed problem's partial gradient at its computed solution) may
+    be from its exact value: the solution's rounding (:func:`solution_rounding`) moves ``lambda (x - y)`` by lambda
+    times it and ``d_phi f_in`` by at most the Hessian's norm times it; the gradient's own rounding is ``gamma_n`` of
+    its size. A difference quotient with step ``h`` is then off by at most twice this over ``h``."""
+    n = per_task[0].hessian.shape[0]
+    solution_scale = max(float(p.abs().max()) for e in per_task for p in e.solution.values())
+    largest = max(e.largest for e in per_task)
+    return (LAMBDA + largest) * solution_rounding(per_task, solution_scale) + gamma(n, torch.float64) * float(
+        flat(exact).abs().max()
+    )
