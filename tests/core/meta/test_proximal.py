@@ -13,6 +13,7 @@ from core.adapt import adapt_regression
 from core.checkpoint import load_learner
 from core.checkpoint.format import read_header
 from core.config import ADDED_META_KEYS, ConfigError, TrainConfig, config_from_dict
+from core.meta.estimator import QueryObjective
 from core.meta.inner import forward, inner_loop, inner_objective, prepare_head, task_loss
 from tests.core.meta.test_maml_gradients import (
     _estimate,
@@ -102,6 +103,27 @@ def test_every_execution_gives_the_same_proximal_meta_gradient(rule, head_init):
     with_lambda, _ = _estimate(learner, tasks, True)
     assert any(not torch.allclose(without[n], with_lambda[n], rtol=1e-6) for n in without)
     assert set(with_lambda) == set(_trainable(learner))
+
+
+@pytest.mark.parametrize("second_order", [True, False])
+def test_the_multi_step_loss_works_on_the_proximal_objective_in_every_execution(second_order):
+    """MAML and FO-MAML keep MAML++'s multi-step loss with lambda > 0: loop, recompute and vmap agree to rounding."""
+    learner = _learner({"name": "sgd", "lr": 0.3}, "prototype")
+    learner.proximal_lambda = 0.8
+    learner32 = copy.deepcopy(learner).float()
+    tasks = [_tiny_task(s) for s in range(2)]
+    objective32 = QueryObjective.multi_step(3, 0.3)
+    objective = QueryObjective(objective32.step_weights.double())
+    loop, _ = _estimate(learner, tasks, second_order, objective=objective)
+    loop32, _ = _estimate(learner32, _in_float32(tasks), second_order, objective=objective32)
+    last, _ = _estimate(learner, tasks, second_order)
+    assert any(not torch.allclose(loop[n], last[n], rtol=1e-6) for n in loop)  # the weights matter
+    for execution in ("recompute", "vmap"):
+        other, _ = _estimate(learner, tasks, second_order, execution, objective)
+        other32, _ = _estimate(learner32, _in_float32(tasks), second_order, execution, objective32)
+        tolerance = _float64_error(loop, loop32) + _float64_error(other, other32)
+        for name in loop:
+            assert float((other[name] - loop[name]).abs().max()) <= tolerance, (execution, name)
 
 
 def test_config_reads_checks_and_records_proximal_lambda():
