@@ -86,8 +86,10 @@ __all__ = [
     "conjugate_gradient",
     "contraction_factor",
     "estimate",
+    "estimates_every_step",
     "exact_meta_gradient",
     "fo_b_maml",
+    "fo_b_maml_bias",
     "fo_b_maml_limit",
     "fo_b_maml_sym",
     "fomaml",
@@ -102,9 +104,11 @@ __all__ = [
     "outer_gradient",
     "outer_loss",
     "outer_task_loss",
+    "perturbed_inner_solution",
     "relative_error",
     "reptile",
     "run_outer",
+    "run_outer_fast",
     "unrolled_gradient",
     "unrolled_iterate",
     "unrolled_jacobian",
@@ -567,3 +571,177 @@ def run_outer(tasks: QuadraticTasks, x0: np.ndarray, choice: EstimatorChoice, st
                 optimizers[k].step()
                 optimizers[k].zero_grad()
     return OuterRun(choice, method, rates, exact, unrolled, ~alive, torch.stack(xs).numpy())
+
+
+# ------------------------------------------------------------------------------------------------ the fast paths
+# The dashboard's Lab page (core/lab.py) needs Figure 1 in a few seconds. The functions above answer one inner-step
+# count or one outer step at a time; these give the same numbers (to float64 rounding) for every T in one pass and
+# run the outer loop in numpy, with the estimator, an affine map of x on quadratics, built once.
+
+def _inner_trajectory(tasks: QuadraticTasks, x: np.ndarray, steps: int, inner_rate: float, lam: float,
+                      delta: float = 0.0) -> np.ndarray:
+    """``y_1 .. y_T`` of :func:`inner_solve` (the same operations, so the same rounding), stacked on a new axis 0."""
+    x = np.asarray(x, dtype=float)
+    y = np.broadcast_to(x, np.broadcast_shapes(x.shape, tasks.a.shape)).copy()
+    trajectory = np.empty((steps, *y.shape))
+    for t in range(steps):
+        y = y - inner_rate * inner_gradient(tasks, x, y, lam, delta)
+        trajectory[t] = y
+    return trajectory
+
+
+def estimates_every_step(name: str, tasks: QuadraticTasks, x: np.ndarray, max_steps: int, inner_rate: float,
+                         lam: float, option: float | None = None) -> np.ndarray:
+    """The per-task estimate of ``name`` for every ``T = 1 .. max_steps`` at once, shape ``(max_steps, *y.shape)``.
+
+    Row ``T - 1`` equals :func:`estimate` with ``steps = T`` to float64 rounding: one inner trajectory (two for
+    FO-B-MAML) is recorded instead of ``max_steps`` separate ones. MAML's backward pass through ``T`` steps is
+    replaced by its closed form ``J_T^T grad f_out(y_T)`` (R3), iMAML's CG runs on every ``T`` as one batch.
+    """
+    spec = ESTIMATORS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, not {max_steps}")
+    if spec.option is not None and option is None:
+        raise ValueError(f"estimator {name!r} needs its {spec.option}")
+    x = np.asarray(x, dtype=float)
+    if name in ("fo_b_maml", "fo_b_maml_sym"):
+        delta = float(option)  # type: ignore[arg-type]
+        if not delta > 0:
+            raise ValueError(f"delta must be positive, not {delta}")
+        if name == "fo_b_maml":
+            y_0 = _inner_trajectory(tasks, x, max_steps, inner_rate, lam)
+            return lam * (y_0 - _inner_trajectory(tasks, x, max_steps, inner_rate, lam, delta)) / delta
+        y_minus = _inner_trajectory(tasks, x, max_steps, inner_rate, lam, -delta)
+        return lam * (y_minus - _inner_trajectory(tasks, x, max_steps, inner_rate, lam, delta)) / (2 * delta)
+    trajectory = _inner_trajectory(tasks, x, max_steps, inner_rate, lam)
+    steps = np.arange(1, max_steps + 1).reshape(max_steps, *([1] * (trajectory.ndim - 1)))
+    if name == "reptile":
+        return (x - trajectory) / (steps * inner_rate)
+    g = outer_gradient(tasks, trajectory)
+    if name == "fomaml":
+        return g
+    if name == "imaml":
+        cg_steps = int(option)  # type: ignore[arg-type]
+        if cg_steps < 0:
+            raise ValueError(f"cg_steps must be >= 0, not {cg_steps}")
+        return conjugate_gradient(lambda p: p + _mv(tasks.A, p) / lam, g, cg_steps)
+    # maml: J_T = Q diag(decay^T + lambda (1 - decay^T) / (e + lambda)) Q^T (R3), per T
+    q = tasks.eigenvectors
+    shift = tasks.eigenvalues + lam
+    decay = (1 - inner_rate * shift) ** steps  # (T, ..., m, n): the leading axes broadcast against the batch
+    diagonal = decay + lam * (1 - decay) / shift
+    return _mv(q, diagonal * _mv(np.swapaxes(q, -1, -2), g))
+
+
+def perturbed_inner_solution(tasks: QuadraticTasks, x: np.ndarray, lam: float, delta: float) -> np.ndarray:
+    """The exact minimiser of FO-B-MAML's perturbed inner problem ``f_in + delta f_out + (lambda/2)||y - x||^2``:
+    ``y*_delta = (A + delta B + lambda I)^-1 (A a + delta B b + lambda x)`` (R1 with ``delta f_out`` added; the
+    ``T -> infinity`` limit of :func:`inner_solve` with ``delta``)."""
+    system = tasks.A + delta * tasks.B + lam * np.eye(tasks.n)
+    rhs = _mv(tasks.A, tasks.a) + delta * _mv(tasks.B, tasks.b) + lam * np.asarray(x, dtype=float)
+    system = np.broadcast_to(system, (*rhs.shape[:-1], tasks.n, tasks.n))
+    return np.linalg.solve(system, rhs[..., None])[..., 0]
+
+
+def fo_b_maml_bias(tasks: QuadraticTasks, x: np.ndarray, lam: float, delta: float, symmetric: bool) -> np.ndarray:
+    """FO-B-MAML's bias per task with a converged inner loop, in closed form (``P = K^-1 B``):
+
+    forward (R4): ``-delta P (I + delta P)^-1 grad F``;  symmetric (R5): ``delta^2 P^2 (I - delta^2 P^2)^-1 grad F``.
+    """
+    eye = np.eye(tasks.n)
+    p = np.linalg.solve(tasks.A + lam * eye, tasks.B)
+    exact = exact_meta_gradient(tasks, x, lam)
+    if symmetric:
+        p2 = p @ p
+        return delta**2 * _mv(p2 @ np.linalg.inv(eye - delta**2 * p2), exact)
+    return -delta * _mv(p @ np.linalg.inv(eye + delta * p), exact)
+
+
+def _mean_estimate_map(choice: EstimatorChoice, tasks: QuadraticTasks, steps: int, inner_rate: float,
+                       lam: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The family's mean estimate as a function of points ``(G, n) -> (G, n)``, built once.
+
+    On quadratics ``y_T`` and ``y_delta`` are affine in ``x``, so every estimator but iMAML is: ``g(x) = h + x G``,
+    read off from its values at ``0`` and at the unit vectors. iMAML's CG is not linear in its right-hand side (its
+    step sizes depend on it), so only ``grad f_out(y_T)`` is mapped and CG runs on each call, as :func:`imaml` does.
+    """
+    n = tasks.n
+    basis = np.concatenate([np.zeros((1, n)), np.eye(n)])[:, None, :]
+    cg_steps = int(choice.option) if choice.name == "imaml" else None  # type: ignore[arg-type]
+    values = fomaml(tasks, basis, steps, inner_rate, lam) if cg_steps is not None else choice(
+        tasks, basis, steps, inner_rate, lam)
+    offset, columns = values[0], values[1:] - values[0]  # (m, n) and (n, m, n): column j of each task's matrix
+    if cg_steps is None:
+        mean_offset, mean_columns = meta_gradient_mean(offset), np.mean(columns, axis=1)
+        return lambda points: mean_offset + points @ mean_columns
+
+    def mean_imaml(points: np.ndarray) -> np.ndarray:
+        rhs = offset + np.einsum("gj,jmk->gmk", points, columns)
+        return meta_gradient_mean(conjugate_gradient(lambda p: p + _mv(tasks.A, p) / lam, rhs, cg_steps))
+
+    return mean_imaml
+
+
+def _vector_norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.sum(v * v, axis=-1, keepdims=True))
+
+
+def run_outer_fast(tasks: QuadraticTasks, x0: np.ndarray, choice: EstimatorChoice, steps: int, inner_rate: float,
+                   lam: float, method: OuterStepChoice, rates: np.ndarray | list[float], iterations: int,
+                   divergence_factor: float = 1e6) -> OuterRun:
+    """:func:`run_outer` in numpy, every rate of the grid as one batch: the same :class:`OuterRun` to float64 rounding.
+
+    The steps are those of :mod:`core.meta.outer_step`, written out: SGD (with torch's heavy-ball momentum, the
+    buffer starting at the first gradient), clipped (``g min(1, c / (||g|| + 1e-6))`` as ``clip_grad_norm_``, then
+    the SGD base), normalized and SNGDM (a zero or non-finite norm: no move). Adam is not written out: use
+    :func:`run_outer`. The unrolled loss uses the closed-form ``y_T`` (R3) instead of ``T`` steps.
+    """
+    name, options, max_norm = method.name, method.options, None
+    if name == "clipped":
+        name, options, max_norm = options.base, options.base_options, options.max_norm
+    if name not in ("sgd", "normalized", "sngdm"):
+        raise ValueError(f"run_outer_fast has no {method.label!r} step (sgd, clipped sgd, normalized, sngdm); "
+                         "use run_outer")
+    momentum = float(getattr(options, "momentum", 0.0))
+    rates = np.asarray(rates, dtype=float)
+    grid = rates.shape[0]
+    mean_estimate = _mean_estimate_map(choice, tasks, steps, inner_rate, lam)
+    x = np.broadcast_to(np.asarray(x0, dtype=float), (grid, tasks.n)).copy()
+    buffer: np.ndarray | None = None  # SGD's and SNGDM's momentum (normalized GD: unused)
+    rate_column = rates[:, None]
+    # Every point first, the losses after, in one batch each: a run's path does not depend on the losses, and one
+    # that blew up is cut where run_outer would have frozen it (its later losses inf, its last point the one where
+    # F was first not finite or above divergence_factor F(x_0)). Its later steps are computed and thrown away.
+    path = np.empty((grid, iterations + 1, tasks.n))
+    path[:, 0] = x
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(iterations):
+            g = mean_estimate(x)
+            if max_norm is not None:
+                g = g * np.minimum(max_norm / (_vector_norm(g) + 1e-6), 1.0)
+            if name == "sgd":
+                # torch's heavy ball: the buffer is the first gradient, then momentum b + g
+                buffer = g if buffer is None or not momentum else momentum * buffer + g
+                x = x - rate_column * buffer
+            else:
+                if name == "sngdm":  # m from 0: beta m + (1 - beta) g
+                    buffer = (np.zeros_like(g) if buffer is None else buffer) * momentum + g * (1 - momentum)
+                direction = buffer if name == "sngdm" else g
+                norm = _vector_norm(direction)
+                ok = (norm > 0) & np.isfinite(norm)
+                x = np.where(ok, x - (direction / np.where(ok, norm, 1.0)) * rate_column, x)
+            path[:, i + 1] = x
+        points = path[:, :, None, :]
+        exact = outer_loss(tasks, points, lam)
+        unrolled = np.mean(outer_task_loss(tasks, unrolled_iterate(tasks, points, steps, inner_rate, lam)), axis=-1)
+    bad = ~np.isfinite(exact)
+    bad[:, 1:] |= ~(exact[:, 1:] <= divergence_factor * exact[:, :1])
+    died = bad.any(axis=1)
+    cut = np.where(died, np.argmax(bad, axis=1), iterations)
+    later = np.arange(iterations + 1) >= cut[:, None]
+    frozen = later & died[:, None]
+    exact = np.where(frozen, np.inf, exact)
+    unrolled = np.where(frozen, np.inf, unrolled)
+    return OuterRun(choice, method, rates, exact, unrolled, died, path[np.arange(grid), cut])

@@ -1,4 +1,5 @@
-"""Run store of the few-shot dashboard: every run, its episode, adaptations, traces and predictions.
+"""Run store of the few-shot dashboard: every run, its episode, adaptations, traces and predictions, and the Lab
+page's studies (:class:`StudyTable`).
 
 Only SQLAlchemy, Alembic and ``core.settings`` are imported here (no torch, numpy or other ``core`` modules),
 so scripts and the dashboard can read the history cheaply. Start with :class:`Store`.
@@ -28,12 +29,14 @@ from core.store.records import (
     RunSummary,
 )
 from core.store.store import Store
+from core.store.studies import MAX_STUDY_KIND_LENGTH, StoredStudy, StudyInput, StudySummary, StudyTable
 
 __all__ = [
     "CSV_ROW_KINDS",
     "JOB_STATUSES",
     "MAX_NAME_LENGTH",
     "MAX_NOTE_LENGTH",
+    "MAX_STUDY_KIND_LENGTH",
     "MAX_TAGS",
     "MAX_TAG_LENGTH",
     "PREDICTION_CSV_COLUMNS",
@@ -54,5 +57,9 @@ __all__ = [
     "RunSource",
     "RunSummary",
     "Store",
+    "StoredStudy",
+    "StudyInput",
+    "StudySummary",
+    "StudyTable",
     "run_detail_to_dict",
 ]

@@ -267,3 +267,22 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class LabStudyRow(Base):
+    """A study of the dashboard's Lab page (revision 0004): its settings and results as JSON text.
+
+    Text rather than a JSON column: the store keeps exactly the text it was given (``core.store.studies`` writes it
+    with ``allow_nan=False``), so a study reads back float for float on every database.
+    """
+
+    __tablename__ = "lab_studies"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(50), index=True)
+    settings: Mapped[str] = mapped_column(Text)
+    results: Mapped[str] = mapped_column(Text)
+    wall_seconds: Mapped[float] = mapped_column(Double)

@@ -26,12 +26,12 @@ from .helpers import row_counts
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_the_revisions_are_0001_0002_then_0003() -> None:
+def test_the_revisions_are_0001_to_0004_in_order() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert [revision.revision for revision in script.walk_revisions()] == [
-        "0003_names_tags_previews", "0002_notes_and_jobs", "0001_initial"
+        "0004_lab_studies", "0003_names_tags_previews", "0002_notes_and_jobs", "0001_initial"
     ]
-    assert HEAD == "0003_names_tags_previews"
+    assert HEAD == "0004_lab_studies"
 
 
 def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
         assert current_revision(store.engine) == HEAD
         tables = set(inspect(store.engine).get_table_names())
     assert {"images", "checkpoints", "runs", "episode_items", "adaptations", "step_traces", "predictions",
-            "jobs", "alembic_version"} == tables
+            "jobs", "lab_studies", "alembic_version"} == tables
 
 
 def test_an_older_database_is_upgraded_with_its_data(db_url: str) -> None:
