@@ -20,6 +20,8 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from app.formatting import rule_label
+from core.lab import QuadraticStudy
+from core.lab.bench_results import MemoryResult, Mnist1dResult, QuadraticBenchResult, SmoothnessResult
 from core.layer_names import LayerLabel, label_layers
 from core.rule_spread import LayerSpread, RuleSpread
 from core.rules import rule_colour as registered_rule_colour
@@ -518,4 +520,162 @@ def confusion_figure(adaptation: AdaptationDetail, class_names: Sequence[str]) -
         yaxis={**axis, "title": {"text": f"truth{within}"}, "autorange": "reversed"},
         height=max(320, 26 * n + 160), margin=_MARGIN,
     )
+    return figure
+
+
+# --------------------------------------------------------------------------------------------------- the Lab page
+# Figures of core.lab's quadratic study (one study, or two stored ones overlaid: colour = estimator, dash = study)
+# and of the bilevel bench results. Every value drawn is computed in core.lab; the charts only place it.
+
+_ESTIMATOR_COLOURS = {"maml": "#1f77b4", "fomaml": "#ff7f0e", "reptile": "#8c564b", "imaml": "#2ca02c",
+                      "fo_b_maml": "#d62728", "fo_b_maml_sym": "#9467bd"}
+_STUDY_DASHES = ("solid", "dash", "dot", "dashdot")
+_IMAML_SHADES = ("#98df8a", "#2ca02c", "#1b5e20", "#0b3d0b")
+
+
+def estimator_colour(label: str) -> str:
+    """The colour of an estimator's curve by its label (``imaml (cg=5)``: a green, darker with more CG steps)."""
+    name = label.split(" ")[0]
+    if name == "imaml" and "cg=" in label:
+        steps = int(label.split("cg=")[1].rstrip(")"))
+        return _IMAML_SHADES[min(sum(steps > k for k in (2, 5, 10)), len(_IMAML_SHADES) - 1)]
+    return _ESTIMATOR_COLOURS.get(name, _SPARE_COLOURS[sum(map(ord, name)) % len(_SPARE_COLOURS)])
+
+
+def _lab_layout(figure: go.Figure, title: str, x_title: str, y_title: str, *, log_x: bool, log_y: bool = True) -> None:
+    figure.update_xaxes(title={"text": x_title}, type="log" if log_x else "linear")
+    figure.update_yaxes(title={"text": y_title}, type="log" if log_y else "linear", exponentformat="power")
+    figure.update_layout(title={"text": title}, height=450, margin=_MARGIN, legend={"orientation": "v"})
+
+
+def _positive(values: Sequence[float | None]) -> list[float | None]:
+    # a log axis cannot show 0 or below; a gap says "exact to rounding" (or diverged) instead of a wrong point
+    return [v if v is not None and math.isfinite(v) and v > 0 else None for v in values]
+
+
+def lab_error_figure(studies: Sequence[tuple[str, QuadraticStudy]]) -> go.Figure:
+    """Figure 1 left: the relative error of each estimator's meta-gradient against the inner steps (log-log)."""
+    figure = go.Figure()
+    for index, (name, study) in enumerate(studies):
+        dash = _STUDY_DASHES[index % len(_STUDY_DASHES)]
+        for curve in study.errors:
+            label = curve.label if len(studies) == 1 else f"{curve.label} · {name}"
+            figure.add_trace(go.Scatter(
+                x=study.inner_steps, y=_positive(curve.relative_error), mode="lines", name=label,
+                line={"color": estimator_colour(curve.label), "dash": dash},
+                hovertemplate=f"{label}<br>T = %{{x}}: relative error %{{y:.4g}}<extra></extra>",
+            ))
+    _lab_layout(figure, "Meta-gradient error against the inner steps (Figure 1 left)", "inner steps T",
+                "relative error ||ĝ − ∇F|| / ||∇F||", log_x=True)
+    return figure
+
+
+def lab_outer_figure(studies: Sequence[tuple[str, QuadraticStudy]], method: str) -> go.Figure:
+    """Figure 1 right for one outer step: ``F(x_k) - F*`` over the outer iterations at each estimator's chosen rate."""
+    figure = go.Figure()
+    title = method
+    for index, (name, study) in enumerate(studies):
+        panel = study.panel(method)
+        if panel is None:
+            continue
+        title = panel.label
+        dash = _STUDY_DASHES[index % len(_STUDY_DASHES)]
+        for curve in panel.curves:
+            label = f"{curve.label} (rate {curve.rate:.3g})"
+            label = label if len(studies) == 1 else f"{label} · {name}"
+            gap = study.suboptimality(curve)
+            figure.add_trace(go.Scatter(
+                x=list(range(len(gap))), y=_positive(gap), mode="lines", name=label,
+                line={"color": estimator_colour(curve.label), "dash": dash},
+                hovertemplate=f"{label}<br>iteration %{{x}}: F − F* = %{{y:.4g}}<extra></extra>",
+            ))
+    _lab_layout(figure, f"Outer loss with {title}, rate tuned per estimator (Figure 1 right)", "outer iteration",
+                "F(x) − F*", log_x=False)
+    return figure
+
+
+def lab_delta_figure(study: QuadraticStudy) -> go.Figure:
+    """FO-B-MAML's error against ``delta`` with a converged inner loop, beside the closed-form biases R4 and R5."""
+    sweep = study.delta_sweep
+    figure = go.Figure()
+    for name, measured, bias, slope in (
+            ("fo_b_maml", sweep.forward_error, sweep.forward_bias, sweep.forward_slope),
+            ("fo_b_maml_sym", sweep.symmetric_error, sweep.symmetric_bias, sweep.symmetric_slope)):
+        colour = estimator_colour(name)
+        slope_text = "slope not fitted" if slope is None else f"slope {slope:.2f}"
+        figure.add_trace(go.Scatter(x=sweep.deltas, y=_positive(measured), mode="lines+markers",
+                                    name=f"{name} measured ({slope_text})", line={"color": colour}))
+        figure.add_trace(go.Scatter(x=sweep.deltas, y=_positive(bias), mode="lines", name=f"{name} closed-form bias",
+                                    line={"color": colour, "dash": "dot"}))
+    _lab_layout(figure, "FO-B-MAML's error against δ (converged inner loop)", "δ", "relative error", log_x=True)
+    return figure
+
+
+def bench_quadratic_figure(result: QuadraticBenchResult) -> go.Figure:
+    """The bench's Figure 1 left (``bench/results/bilevel_quadratic.json``)."""
+    figure = go.Figure()
+    for label, values in result.relative_error.items():
+        figure.add_trace(go.Scatter(x=result.inner_steps, y=_positive(values), mode="lines+markers", name=label,
+                                    line={"color": estimator_colour(label)}))
+    _lab_layout(figure, "Bench: meta-gradient error against the inner steps", "inner steps T", "relative error",
+                log_x=True)
+    return figure
+
+
+def bench_smoothness_figure(result: SmoothnessResult) -> go.Figure:
+    """Local smoothness of the meta-objective against ``||grad||`` per trajectory, with the fit ``L0 + L1 ||grad||``."""
+    figure = go.Figure()
+    trajectories = sorted({p.trajectory for p in result.points})
+    for trajectory in trajectories:
+        points = [p for p in result.points if p.trajectory == trajectory]
+        figure.add_trace(go.Scatter(
+            x=[p.meta_grad_norm for p in points], y=[p.smoothness for p in points], mode="markers", name=trajectory,
+            customdata=[p.iteration for p in points],
+            hovertemplate=f"{trajectory}<br>iteration %{{customdata}}<br>||∇|| = %{{x:.4g}}, L = %{{y:.4g}}"
+                          "<extra></extra>"))
+    norms = sorted(p.meta_grad_norm for p in result.points if p.meta_grad_norm > 0)
+    if norms:
+        xs = [norms[0] * (norms[-1] / norms[0]) ** (i / 49) for i in range(50)]
+        figure.add_trace(go.Scatter(x=xs, y=[result.L0 + result.L1 * x for x in xs], mode="lines",
+                                    name=f"fit L0 + L1·||∇||: {result.L0:.3g} + {result.L1:.3g}·||∇||",
+                                    line={"color": "black", "dash": "dash"}))
+    _lab_layout(figure, f"Smoothness against the meta-gradient norm ({result.problem})", "||∇F||",
+                "local smoothness L", log_x=True)
+    return figure
+
+
+def bench_mnist1d_figure(result: Mnist1dResult) -> go.Figure:
+    """Validation accuracy against wall time per estimator (MNIST-1D few-shot)."""
+    figure = go.Figure()
+    for estimator in dict.fromkeys(p.estimator for p in result.curves):
+        points = sorted((p for p in result.curves if p.estimator == estimator), key=lambda p: p.seconds)
+        figure.add_trace(go.Scatter(
+            x=[p.seconds for p in points], y=[p.val_accuracy for p in points], mode="lines+markers", name=estimator,
+            line={"color": estimator_colour(estimator)}, customdata=[p.iteration for p in points],
+            hovertemplate=f"{estimator}<br>%{{x:.1f}} s (iteration %{{customdata}}): %{{y:.3f}}<extra></extra>"))
+    _lab_layout(figure, "MNIST-1D: validation accuracy against wall time", "seconds", "validation accuracy",
+                log_x=False, log_y=False)
+    return figure
+
+
+def bench_memory_figure(result: MemoryResult) -> go.Figure:
+    """Peak extra memory of the meta-gradient against channels (left) and inner steps (right), per estimator."""
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("against channels", "against inner steps"))
+    estimators = list(dict.fromkeys(r.estimator for r in result.rows))
+    for column, axis in ((1, "channels"), (2, "inner_steps")):
+        for estimator in estimators:
+            rows = sorted((r for r in result.rows if r.estimator == estimator), key=lambda r: getattr(r, axis))
+            other = "inner_steps" if axis == "channels" else "channels"
+            groups = sorted({getattr(r, other) for r in rows})
+            for value in groups:
+                chosen = [r for r in rows if getattr(r, other) == value]
+                if len(chosen) < 2:
+                    continue
+                figure.add_trace(go.Scatter(
+                    x=[getattr(r, axis) for r in chosen], y=[r.peak_extra_mb for r in chosen], mode="lines+markers",
+                    name=f"{estimator} ({other.replace('_', ' ')} {value})", legendgroup=estimator,
+                    line={"color": estimator_colour(estimator)}), row=1, col=column)
+        figure.update_xaxes(title={"text": axis.replace("_", " ")}, type="log", row=1, col=column)
+        figure.update_yaxes(title={"text": "peak extra MB"}, type="log", row=1, col=column)
+    figure.update_layout(title={"text": "Peak memory of the meta-gradient"}, height=450, margin=_MARGIN)
     return figure

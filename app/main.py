@@ -1,7 +1,8 @@
 """Dashboard entry point: ``streamlit run app/main.py``.
 
-Three pages (``app/pages``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
-delete stored runs; ``?run=<id>`` opens one) and Checkpoints. Pages only arrange widgets: adapting happens
+Four pages (``app/screens``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
+delete stored runs; ``?run=<id>`` opens one), Checkpoints and Lab (the bilevel quadratic study live, stored
+studies, the bilevel bench results). Pages only arrange widgets: adapting happens
 in ``core.runs``, every result shown is read back from the run store.
 """
 
@@ -25,6 +26,7 @@ navigation = st.navigation(
         st.Page("screens/adapt.py", title="Adapt", icon=":material/science:", url_path="adapt", default=True),
         st.Page("screens/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
         st.Page("screens/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
+        st.Page("screens/lab.py", title="Lab", icon=":material/biotech:", url_path="lab"),
     ]
 )
 navigation.run()

@@ -373,13 +373,13 @@ class BenchFile(Generic[T]):
         return self.result is not None
 
 
-def load_bench_file(key: str, root: Path = REPO_ROOT) -> BenchFile[Any]:
-    """The result file ``key`` of :data:`BENCH_FILES` under ``root``: read, or why not ("not measured yet: <command>"
-    for a missing file, the first thing wrong for a malformed one)."""
+def load_bench_file(key: str, root: Path | None = None) -> BenchFile[Any]:
+    """The result file ``key`` of :data:`BENCH_FILES` under ``root`` (default: the checkout): read, or why not
+    ("not measured yet: <command>" for a missing file, the first thing wrong for a malformed one)."""
     spec = BENCH_FILES.get(key)
     if spec is None:
         raise ValueError(f"unknown bench result {key!r}; choose one of {', '.join(BENCH_FILES)}")
-    path = root / spec.path
+    path = (REPO_ROOT if root is None else root) / spec.path
     if not path.is_file():
         return BenchFile(spec, None, f"not measured yet: {spec.command}")
     try:

@@ -307,6 +307,10 @@ class QuadraticStudy:
         where) if they do not fit."""
         return from_json_data(cls, {**results, "settings": settings, "wall_seconds": wall_seconds})
 
+    def suboptimality(self, curve: OuterCurve) -> list[float | None]:
+        """``F(x_k) - F*`` along ``curve`` (None where the run diverged)."""
+        return [None if f is None else f - self.f_star for f in curve.loss]
+
     def error_curve(self, label: str) -> ErrorCurve | None:
         return next((c for c in self.errors if c.label == label), None)
 
