@@ -34,7 +34,7 @@ The local smoothness constant measured (:func:`local_smoothness`):
   (the mean value theorem), and equals ``||H d||`` for a quadratic ``F`` whatever ``h``.
 
 The fit of (S1) (:func:`fit_smoothness`): least squares of ``smoothness = L0 + L1 ||grad F||`` over the measured
-points, with their Pearson correlation.
+points with ``L0, L1 >= 0``, with their Pearson correlation (raw and of the logarithms).
 """
 
 from __future__ import annotations
@@ -377,11 +377,12 @@ def local_smoothness(
 
 @dataclass(frozen=True)
 class TrajectoryPoint:
-    """(S1) measured at one outer iteration of one meta-training trajectory."""
+    """(S1) measured at one outer iteration of one meta-training trajectory, and where: the point ``x``."""
 
     trajectory: str
     iteration: int
     measured: LocalSmoothness
+    x: torch.Tensor
 
 
 def smoothness_along_trajectory(
@@ -408,7 +409,8 @@ def smoothness_along_trajectory(
     points = []
     for iteration in range(iterations + 1):
         if iteration % every == 0:
-            points.append(TrajectoryPoint(label, iteration, local_smoothness(objective, x.detach(), settings, seed)))
+            here = x.detach().clone()
+            points.append(TrajectoryPoint(label, iteration, local_smoothness(objective, here, settings, seed), here))
         if iteration == iterations:
             break
         step.zero_grad()
@@ -425,13 +427,15 @@ WEIGHTINGS = ("relative", "absolute")
 
 @dataclass(frozen=True)
 class SmoothnessFit:
-    """(S1) as an equality, ``smoothness = L0 + L1 ||grad F||``, fitted by least squares over the points.
+    """(S1) as an equality, ``smoothness = L0 + L1 ||grad F||``, fitted by least squares over the points with
+    ``L0, L1 >= 0`` (they are the constants of a bound: a negative one would describe no smoothness).
 
     ``weighting``: ``"relative"`` minimises ``sum_i ((L0 + L1 n_i) / s_i - 1)^2``, each point's relative residual,
     so that points orders of magnitude apart count alike; ``"absolute"`` minimises ``sum_i (L0 + L1 n_i - s_i)^2``,
     which the largest points decide. ``correlation``: Pearson's of ``(n_i, s_i)``; ``log_correlation`` and
     ``log_slope``: Pearson's and the least-squares slope of ``(log n_i, log s_i)`` (a slope of 1 is ``s`` growing in
-    proportion to ``n``).
+    proportion to ``n``). ``ratio_range``: the smallest and largest ``s_i / (L0 + L1 n_i)``, how far the points lie
+    from the line.
     """
 
     L0: float
@@ -440,7 +444,25 @@ class SmoothnessFit:
     correlation: float
     log_correlation: float
     log_slope: float
+    ratio_range: tuple[float, float]
     points: int
+
+
+def _nonnegative_least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``argmin ||design c - target||`` over ``c >= 0`` for two columns.
+
+    The objective is a convex quadratic: its minimiser over the quadrant is the unconstrained one when that is
+    feasible, and otherwise lies on an edge (one coefficient 0, the other its one-column least squares clamped at 0),
+    so the best of the feasible candidates is the answer.
+    """
+    candidates = [np.linalg.lstsq(design, target, rcond=None)[0]]
+    for kept in range(2):
+        column = design[:, kept]
+        c = np.zeros(2)
+        c[kept] = max(0.0, float(column @ target) / float(column @ column))
+        candidates.append(c)
+    feasible = [c for c in candidates if np.all(c >= 0)]
+    return min(feasible, key=lambda c: float(np.sum((design @ c - target) ** 2)))
 
 
 def fit_smoothness(
@@ -462,7 +484,8 @@ def fit_smoothness(
     target = values
     if weighting == "relative":
         design, target = design / values[:, None], np.ones_like(values)
-    (l0, l1), *_ = np.linalg.lstsq(design, target, rcond=None)
+    l0, l1 = _nonnegative_least_squares(design, target)
+    ratio = values / (l0 + l1 * norms)
     log_n, log_s = np.log(norms), np.log(values)
     return SmoothnessFit(
         float(l0),
@@ -471,5 +494,6 @@ def fit_smoothness(
         float(np.corrcoef(norms, values)[0, 1]),
         float(np.corrcoef(log_n, log_s)[0, 1]),
         float(np.polyfit(log_n, log_s, 1)[0]),
+        (float(ratio.min()), float(ratio.max())),
         int(norms.size),
     )

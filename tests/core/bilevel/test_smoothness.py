@@ -275,6 +275,19 @@ def test_each_weighting_minimises_its_own_residuals_and_the_logs_see_proportiona
     assert math.isclose(line.log_slope, 1.0, rel_tol=1e-12) and math.isclose(line.L0, 0.0, abs_tol=1e-12)
 
 
+@pytest.mark.parametrize("weighting", ["relative", "absolute"])
+def test_a_negative_intercept_is_clamped_to_zero_with_the_slope_of_a_line_through_the_origin(weighting):
+    norms = np.array([1.0, 2.0, 5.0, 10.0])
+    values = 4.0 * norms - 2.0  # unconstrained: L0 = -2
+    fit = fit_smoothness(norms, values, weighting)
+    # With L0 = 0 the one-column least squares is closed form: sum(n s) / sum(n^2), with n and s divided by s when
+    # the residuals are relative.
+    n, s = (norms / values, np.ones_like(values)) if weighting == "relative" else (norms, values)
+    assert fit.L0 == 0.0 and math.isclose(fit.L1, float(n @ s) / float(n @ n), rel_tol=1e-14)
+    ratio = values / (fit.L1 * norms)
+    assert fit.ratio_range == (ratio.min(), ratio.max())
+
+
 def test_the_fit_refuses_bad_points():
     with pytest.raises(ValueError, match="three points"):
         fit_smoothness([1.0, 2.0], [1.0, 2.0])
