@@ -52,6 +52,7 @@ __all__ = [
     "QuadraticStudySettings",
     "check_claims",
     "from_json_data",
+    "outer_methods",
     "rate_score",
     "run_quadratic_study",
 ]
@@ -362,7 +363,8 @@ def rate_score(exact_loss: np.ndarray, f_star: float) -> np.ndarray:
         return np.where(np.all(np.isfinite(gap), axis=1), np.mean(np.log10(gap), axis=1), np.inf)
 
 
-def _outer_methods(settings: QuadraticStudySettings, clip: float) -> list[tuple[str, OuterStepChoice, tuple]]:
+def outer_methods(settings: QuadraticStudySettings, clip: float) -> list[tuple[str, OuterStepChoice, tuple]]:
+    """The right panel's outer steps with their rate grids: GD, then SNGDM and clipped GD (threshold ``clip``)."""
     methods = [("gd", OuterStepChoice.parse("sgd"), GD_GRID)]
     if settings.sngdm:
         methods.append(("sngdm", OuterStepChoice.parse("sngdm", {"momentum": SNGDM_MOMENTUM}), SNGDM_GRID))
@@ -439,7 +441,7 @@ def run_quadratic_study(settings: QuadraticStudySettings) -> QuadraticStudy:
 
     clip = CLIP_FRACTION * float(np.linalg.norm(exact))
     panels = []
-    for method_name, method, grid in _outer_methods(settings, clip):
+    for method_name, method, grid in outer_methods(settings, clip):
         curves = []
         for choice in choices:
             run = qd.run_outer_fast(

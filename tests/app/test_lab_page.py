@@ -197,3 +197,17 @@ def test_the_bench_section_shows_a_measured_file_and_a_broken_one(dashboard, ben
     assert "`python bench/bilevel_memory.py --quick`" in [c.value for c in at.caption]
     broken = [t for t in texts(at.info) if t.startswith("bench/results/mnist1d_estimators.json cannot be read")]
     assert broken and "rows[0] lacks 'way'" in broken[0]
+
+
+def test_the_full_quadratic_bench_file_is_drawn_with_its_claims(dashboard, bench_root) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "bench" / "results" / "bilevel_quadratic.json"
+    if not shipped.is_file():
+        pytest.skip("bench/results/bilevel_quadratic.json is not measured in this checkout")
+    (bench_root / "bench" / "results" / "bilevel_quadratic.json").write_text(shipped.read_text())
+    at = dashboard.app(LAB).run()
+    assert_clean(at)
+    data = json.loads(shipped.read_text())
+    figure = chart(at, "bench_quadratic")
+    assert [t["name"] for t in figure["data"]] == list(data["figure1_left"]["relative_error"])
+    claims = next(d.value for d in at.dataframe if "numbers" in d.value.columns)
+    assert list(claims["verdict"]) == [c["verdict"] for c in data["claims"]]
