@@ -422,7 +422,8 @@ def smoothness_along_trajectory(
 
 # -------------------------------------------------------------------------------------------------------- the fit
 
-WEIGHTINGS = ("relative", "absolute")
+WEIGHTINGS = ("log", "absolute")
+_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -430,12 +431,12 @@ class SmoothnessFit:
     """(S1) as an equality, ``smoothness = L0 + L1 ||grad F||``, fitted by least squares over the points with
     ``L0, L1 >= 0`` (they are the constants of a bound: a negative one would describe no smoothness).
 
-    ``weighting``: ``"relative"`` minimises ``sum_i ((L0 + L1 n_i) / s_i - 1)^2``, each point's relative residual,
-    so that points orders of magnitude apart count alike; ``"absolute"`` minimises ``sum_i (L0 + L1 n_i - s_i)^2``,
-    which the largest points decide. ``correlation``: Pearson's of ``(n_i, s_i)``; ``log_correlation`` and
-    ``log_slope``: Pearson's and the least-squares slope of ``(log n_i, log s_i)`` (a slope of 1 is ``s`` growing in
-    proportion to ``n``). ``ratio_range``: the smallest and largest ``s_i / (L0 + L1 n_i)``, how far the points lie
-    from the line.
+    ``weighting``: ``"log"`` minimises ``sum_i (log(L0 + L1 n_i) - log s_i)^2``, so that a point off by a factor
+    counts the same wherever it lies (the points span orders of magnitude); ``"absolute"`` minimises
+    ``sum_i (L0 + L1 n_i - s_i)^2``, which the largest points decide. ``correlation``: Pearson's of ``(n_i, s_i)``;
+    ``log_correlation`` and ``log_slope``: Pearson's and the least-squares slope of ``(log n_i, log s_i)`` (a slope of 1
+    is ``s`` growing in proportion to ``n``). ``ratio_range``: the smallest and largest ``s_i / (L0 + L1 n_i)``, how
+    far the points lie from the line.
     """
 
     L0: float
@@ -448,25 +449,61 @@ class SmoothnessFit:
     points: int
 
 
-def _nonnegative_least_squares(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``argmin ||design c - target||`` over ``c >= 0`` for two columns.
+def _absolute_fit(norms: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """``argmin sum (L0 + L1 n - s)^2`` over ``L0, L1 >= 0``.
 
     The objective is a convex quadratic: its minimiser over the quadrant is the unconstrained one when that is
     feasible, and otherwise lies on an edge (one coefficient 0, the other its one-column least squares clamped at 0),
     so the best of the feasible candidates is the answer.
     """
-    candidates = [np.linalg.lstsq(design, target, rcond=None)[0]]
+    design = np.stack([np.ones_like(norms), norms], axis=1)
+    candidates = [np.linalg.lstsq(design, values, rcond=None)[0]]
     for kept in range(2):
         column = design[:, kept]
         c = np.zeros(2)
-        c[kept] = max(0.0, float(column @ target) / float(column @ column))
+        c[kept] = max(0.0, float(column @ values) / float(column @ column))
         candidates.append(c)
     feasible = [c for c in candidates if np.all(c >= 0)]
-    return min(feasible, key=lambda c: float(np.sum((design @ c - target) ** 2)))
+    best = min(feasible, key=lambda c: float(np.sum((design @ c - values) ** 2)))
+    return float(best[0]), float(best[1])
+
+
+def _log_fit(norms: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """``argmin sum (log(L0 + L1 n) - log s)^2`` over ``L0, L1 >= 0``, through the ratio ``r = L0 / L1``.
+
+    ``log(L0 + L1 n) = log L1 + log(r + n)``: for a fixed ``r`` the best ``log L1`` is the mean of
+    ``log s - log(r + n)``, and what is left is a function of ``r`` alone, searched on a log grid of ``r`` spanning
+    twelve decades either side of the norms, with ``r = 0`` (no ``L0``) and ``r = infinity`` (no ``L1``: ``L0`` the
+    geometric mean of ``s``) as candidates, then refined by golden-section search between the best grid point's
+    neighbours (to a relative ``1e-12`` in ``r``).
+    """
+    log_s = np.log(values)
+
+    def residual(r: float) -> tuple[float, float]:
+        shifted = np.log(r + norms)
+        log_l1 = float(np.mean(log_s - shifted))
+        return float(np.sum((log_l1 + shifted - log_s) ** 2)), log_l1
+
+    grid = np.geomspace(1e-12 * norms.min(), 1e12 * norms.max(), 2401)
+    scores = [residual(r)[0] for r in grid]
+    best = int(np.argmin(scores))
+    low, high = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, grid.size - 1)])
+    while high - low > 1e-12:
+        a, b = high - _GOLDEN * (high - low), low + _GOLDEN * (high - low)
+        if residual(math.exp(a))[0] <= residual(math.exp(b))[0]:
+            high = b
+        else:
+            low = a
+    r = math.exp(0.5 * (low + high))
+    candidates = {(r * math.exp(residual(r)[1]), math.exp(residual(r)[1])): residual(r)[0]}
+    candidates[(0.0, math.exp(residual(0.0)[1]))] = residual(0.0)[0]
+    constant = float(np.sum((np.mean(log_s) - log_s) ** 2))
+    candidates[(math.exp(float(np.mean(log_s))), 0.0)] = constant
+    return min(candidates, key=candidates.__getitem__)
 
 
 def fit_smoothness(
-    meta_grad_norms: Sequence[float], smoothness: Sequence[float], weighting: str = "relative"
+    meta_grad_norms: Sequence[float], smoothness: Sequence[float], weighting: str = "log"
 ) -> SmoothnessFit:
     norms = np.asarray(meta_grad_norms, dtype=float)
     values = np.asarray(smoothness, dtype=float)
@@ -480,16 +517,12 @@ def fit_smoothness(
         raise ValueError("every meta-gradient norm and smoothness must be finite and positive")
     if np.ptp(norms) == 0 or np.ptp(values) == 0:
         raise ValueError("the points have a constant coordinate: no line or correlation is defined")
-    design = np.stack([np.ones_like(norms), norms], axis=1)
-    target = values
-    if weighting == "relative":
-        design, target = design / values[:, None], np.ones_like(values)
-    l0, l1 = _nonnegative_least_squares(design, target)
+    l0, l1 = _log_fit(norms, values) if weighting == "log" else _absolute_fit(norms, values)
     ratio = values / (l0 + l1 * norms)
     log_n, log_s = np.log(norms), np.log(values)
     return SmoothnessFit(
-        float(l0),
-        float(l1),
+        l0,
+        l1,
         weighting,
         float(np.corrcoef(norms, values)[0, 1]),
         float(np.corrcoef(log_n, log_s)[0, 1]),

@@ -245,13 +245,15 @@ def test_the_objective_refuses_what_it_cannot_measure():
 # -------------------------------------------------------------------------------------------------------- the fit
 
 
-@pytest.mark.parametrize("weighting", ["relative", "absolute"])
+@pytest.mark.parametrize("weighting", ["log", "absolute"])
 def test_the_fit_recovers_l0_and_l1_from_points_on_the_line(weighting):
     norms = np.geomspace(0.1, 1e4, 12)
     fit = fit_smoothness(norms, 3.0 + 250.0 * norms, weighting)
     assert fit.points == 12 and fit.weighting == weighting
-    # An exact line: least squares returns it to rounding (the design's condition number is about 1e5 here).
+    # An exact line: the absolute fit is a linear least squares, exact to rounding (the design's condition number is
+    # about 1e5); the log fit finds r = L0 / L1 by golden section to a relative 1e-12 and L1 in closed form from it.
     assert math.isclose(fit.L0, 3.0, rel_tol=1e-8) and math.isclose(fit.L1, 250.0, rel_tol=1e-10)
+    assert fit.ratio_range[0] == pytest.approx(1.0, rel=1e-10) and fit.ratio_range[1] == pytest.approx(1.0, rel=1e-10)
     assert math.isclose(fit.correlation, 1.0, rel_tol=1e-12)
 
 
@@ -260,32 +262,39 @@ def test_each_weighting_minimises_its_own_residuals_and_the_logs_see_proportiona
     values = np.array([10.0, 25.0, 40.0, 2e6])  # about 10 n on the small points, 2 n on the large one
 
     def squares(fit, weighting):
-        residual = fit.L0 + fit.L1 * norms - values
-        return float(np.sum((residual / values if weighting == "relative" else residual) ** 2))
+        if weighting == "log":
+            return float(np.sum((np.log(fit.L0 + fit.L1 * norms) - np.log(values)) ** 2))
+        return float(np.sum((fit.L0 + fit.L1 * norms - values) ** 2))
 
-    fits = {w: fit_smoothness(norms, values, w) for w in ("relative", "absolute")}
+    fits = {w: fit_smoothness(norms, values, w) for w in ("log", "absolute")}
     for weighting, fit in fits.items():
-        other = fits["absolute" if weighting == "relative" else "relative"]
+        other = fits["absolute" if weighting == "log" else "log"]
         assert squares(fit, weighting) < squares(other, weighting)
         for d0, d1 in ((1e-3, 0.0), (-1e-3, 0.0), (0.0, 1e-6), (0.0, -1e-6)):
             moved = dataclasses.replace(fit, L0=fit.L0 * (1 + d0), L1=fit.L1 * (1 + d1))
             assert squares(moved, weighting) > squares(fit, weighting)
     assert fits["absolute"].L1 == pytest.approx(2.0, rel=1e-4)  # the large point decides the absolute fit
     line = fit_smoothness([1.0, 10.0, 100.0], [5.0, 50.0, 500.0])
-    assert math.isclose(line.log_slope, 1.0, rel_tol=1e-12) and math.isclose(line.L0, 0.0, abs_tol=1e-12)
+    assert math.isclose(line.log_slope, 1.0, rel_tol=1e-12) and math.isclose(line.L1, 5.0, rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("weighting", ["relative", "absolute"])
-def test_a_negative_intercept_is_clamped_to_zero_with_the_slope_of_a_line_through_the_origin(weighting):
+def test_a_negative_intercept_is_clamped_to_zero_with_the_slope_of_a_line_through_the_origin():
     norms = np.array([1.0, 2.0, 5.0, 10.0])
     values = 4.0 * norms - 2.0  # unconstrained: L0 = -2
-    fit = fit_smoothness(norms, values, weighting)
-    # With L0 = 0 the one-column least squares is closed form: sum(n s) / sum(n^2), with n and s divided by s when
-    # the residuals are relative.
-    n, s = (norms / values, np.ones_like(values)) if weighting == "relative" else (norms, values)
-    assert fit.L0 == 0.0 and math.isclose(fit.L1, float(n @ s) / float(n @ n), rel_tol=1e-14)
-    ratio = values / (fit.L1 * norms)
-    assert fit.ratio_range == (ratio.min(), ratio.max())
+    # With L0 = 0 each fit is closed form: sum(n s) / sum(n^2), and the geometric mean of s / n for the logs.
+    absolute = fit_smoothness(norms, values, "absolute")
+    assert absolute.L0 == 0.0 and math.isclose(absolute.L1, float(norms @ values) / float(norms @ norms), rel_tol=1e-14)
+    ratio = values / (absolute.L1 * norms)
+    assert absolute.ratio_range == (ratio.min(), ratio.max())
+    logs = fit_smoothness(norms, values, "log")
+    assert logs.L0 == 0.0 and math.isclose(logs.L1, math.exp(np.mean(np.log(values / norms))), rel_tol=1e-14)
+
+
+def test_a_flat_cloud_is_fitted_by_a_constant():
+    # s does not grow with n (it falls): the best line with L1 >= 0 is L1 = 0, L0 the geometric mean of s.
+    norms, values = np.array([1.0, 10.0, 100.0]), np.array([8.0, 4.0, 2.0])
+    fit = fit_smoothness(norms, values)
+    assert fit.L1 == 0.0 and math.isclose(fit.L0, 4.0, rel_tol=1e-14)
 
 
 def test_the_fit_refuses_bad_points():
