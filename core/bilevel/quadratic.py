@@ -58,6 +58,12 @@ differentiating the perturbed steps gives ``z_{t+1} = M z_t - alpha grad f_out(y
 so FO-B-MAML converges in ``T`` like ``T q^T``, while MAML's error (R3) is ``O(q^T)``: at a finite ``T`` the
 early iterates' outer gradients cost FO-B-MAML accuracy that no ``delta`` recovers.
 
+Fast paths (for the dashboard's Lab page, ``core/lab``): :func:`estimates_every_step` gives an estimator for every
+``T = 1..max`` from one inner trajectory, and :func:`run_outer_fast` runs :func:`run_outer`'s outer loop in numpy with
+the estimator built once as an affine map of ``x`` (every estimator but iMAML is affine on quadratics). Both equal the
+one-at-a-time functions to float64 rounding (``tests/core/test_lab.py``). :func:`perturbed_inner_solution` and
+:func:`fo_b_maml_bias` are the ``T = infinity`` FO-B-MAML quantities of R4 and R5 in closed form.
+
 Shapes: a :class:`QuadraticTasks` holds ``m`` tasks stacked on a leading axis (``A``: ``(m, n, n)``, ``a``:
 ``(m, n)``). ``x`` is ``(n,)`` or any batch of points that broadcasts against ``(m, n)``, for example ``(G, 1, n)``
 for one point per outer rate of a grid; per-task results then have the shape ``(G, m, n)`` and the family averages
