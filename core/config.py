@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    kind: str = "omniglot"  # omniglot | folder | miniimagenet_csv | sine
+    kind: str = "omniglot"  # omniglot | folder | miniimagenet_csv | mnist1d | sine
     root: str = ""  # "" = the default place for the kind (Omniglot: $FEWSHOT_OMNIGLOT_ROOT or ../shared)
     download: bool = False  # Omniglot through torchvision when the internet is reachable
     image_size: int = 28
@@ -203,7 +203,12 @@ class TrainConfig:
             return backbone
         backbone.setdefault("n_classes", self.task.n_way)
         accepted = backbone_parameters(backbone.get("name"))
-        for key, value in (("in_channels", self.data.channels), ("image_size", self.data.image_size)):
+        # ``length``: a 1-D network's signal length (MNIST-1D's 40), held as data.image_size.
+        for key, value in (
+            ("in_channels", self.data.channels),
+            ("image_size", self.data.image_size),
+            ("length", self.data.image_size),
+        ):
             if key in accepted:
                 backbone.setdefault(key, value)
         return backbone
@@ -285,8 +290,12 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def _validate(config: TrainConfig) -> None:
-    if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "sine"):
-        raise ConfigError(f"data.kind must be omniglot, folder, miniimagenet_csv or sine, not {config.data.kind!r}")
+    if config.data.kind not in ("omniglot", "folder", "miniimagenet_csv", "mnist1d", "sine"):
+        raise ConfigError(
+            f"data.kind must be omniglot, folder, miniimagenet_csv, mnist1d or sine, not {config.data.kind!r}"
+        )
+    if config.data.kind == "mnist1d":
+        _validate_mnist1d(config.data)
     _validate_estimator(config.meta, config.rule)
     _validate_outer_step(config.meta)
     _validate_model(config)
@@ -309,6 +318,28 @@ def _validate(config: TrainConfig) -> None:
         raise ConfigError("data.augment distorts images; sine regression has none (remove data.augment)")
     if config.data.task_kind == "classification" and config.task.n_way < 2:
         raise ConfigError("task.n_way must be at least 2")
+
+
+def _validate_mnist1d(data: DataConfig) -> None:
+    """MNIST-1D's fixed few-shot protocol (``core.data.mnist1d``): its named splits, one channel of length 40."""
+    from core.data.mnist1d import MNIST1D_LENGTH, MNIST1D_SPLITS
+
+    for role in ("train", "val", "test"):
+        selection = getattr(data, role)
+        if selection and (len(selection) != 1 or selection[0] not in MNIST1D_SPLITS):
+            raise ConfigError(
+                f"data.{role} for data.kind mnist1d must be one of {[[s] for s in MNIST1D_SPLITS]} "
+                f"(the protocol's fixed splits), not {selection!r}"
+            )
+    if not data.train:
+        raise ConfigError('data.train for data.kind mnist1d must be ["train"]')
+    if data.channels != 1 or data.image_size != MNIST1D_LENGTH:
+        raise ConfigError(
+            f"MNIST-1D signals are one channel of length {MNIST1D_LENGTH}: set data.channels = 1 and "
+            f"data.image_size = {MNIST1D_LENGTH}, not {data.channels} and {data.image_size}"
+        )
+    if not data.augment.is_identity:
+        raise ConfigError("data.augment distorts images; MNIST-1D signals have none (remove data.augment)")
 
 
 def _validate_estimator(meta: MetaConfig, rule: RuleConfig) -> None:

@@ -1,4 +1,4 @@
-"""Data: image decoding, labelled image sets, episode sampling and the sine regression family."""
+"""Data: image decoding, labelled image sets, episode sampling, MNIST-1D and the sine regression family."""
 
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet, list_image_files, load_episode_folder
 from core.data.images import (
@@ -11,6 +11,7 @@ from core.data.images import (
     ImageSpec,
     decode_image,
 )
+from core.data.mnist1d import MNIST1DSet
 from core.data.omniglot import (
     OmniglotImageSet,
     ensure_omniglot,
@@ -31,6 +32,7 @@ __all__ = [
     "ImageError",
     "ImageSpec",
     "LabelledImageSet",
+    "MNIST1DSet",
     "MiniImageNetCSVImageSet",
     "OmniglotImageSet",
     "SineTaskFamily",

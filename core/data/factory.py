@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from core.data.folders import FolderImageSet, MiniImageNetCSVImageSet
 from core.data.images import ImageSpec
+from core.data.mnist1d import MNIST1DSet
 from core.data.omniglot import OmniglotImageSet, ensure_omniglot
 from core.data.sampler import LabelledImageSet
 from core.settings import omniglot_root
@@ -36,6 +37,8 @@ def build_image_set(config: TrainConfig, role: str) -> LabelledImageSet:
         return OmniglotImageSet(root, alphabets=selection or None, rotations=rotations, spec=spec, name=f"omniglot-{role}")
     if len(selection) != 1:
         raise ValueError(f"data.{role} must name exactly one split for data.kind {data.kind!r}")
+    if data.kind == "mnist1d":  # generated in memory (core.data.mnist1d): no root
+        return MNIST1DSet(selection[0])
     if not data.root:
         raise ValueError(f"data.root must point to the dataset folder for data.kind {data.kind!r}")
     if data.kind == "folder":

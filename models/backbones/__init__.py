@@ -114,7 +114,7 @@ def xavier_reinitialise(model: nn.Module, generator: torch.Generator | None = No
     convolution and linear layer (batch norm keeps its unit scale and zero shift)."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight, generator=generator)
                 if module.bias is not None:
                     module.bias.zero_()
