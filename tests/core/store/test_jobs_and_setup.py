@@ -76,6 +76,6 @@ def test_table_classes_are_named_apart_from_the_records_they_store() -> None:
     tables = {mapper.class_.__name__ for mapper in models.Base.registry.mappers}
     assert tables == {
         "ImageRow", "CheckpointRow", "RunRow", "EpisodeItemRow", "AdaptationRow", "StepTraceRow", "PredictionRow",
-        "JobRow",
+        "JobRow", "LabStudyRow",
     }
     assert not tables & set(vars(records))
