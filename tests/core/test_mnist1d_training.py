@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ESTIMATORS = ("maml", "fomaml", "reptile", "imaml", "fo_b_maml", "fo_b_maml_sym")
 
 
+@pytest.mark.slow  # about 30 s for the six on a shared core, most of it generating the signals and the second order
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_one_iteration_gives_finite_meta_gradients_and_moves_the_meta_parameters(estimator, monkeypatch, tmp_path):
     # 80 signals per digit (16 validate: 1 shot + 15 queries) instead of 1000: the same code path, a fraction of the time.
