@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,19 @@ class Trainer:
         return save_learner(self.output / name, self.learner, self.checkpoint_metadata(validation), dtype=dtype)
 
     # ----- loop --------------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> dict[str, Any]:
+    def run(
+        self,
+        resume: bool = False,
+        on_iteration: Callable[[int, int], None] | None = None,
+        on_validation: Callable[[int, float], None] | None = None,
+    ) -> dict[str, Any]:
+        """Meta-train to ``meta.iterations``.
+
+        ``on_iteration(done, total)`` is called after each outer iteration (and its checkpoint, when one is due);
+        ``on_validation(iteration, score)`` after each validation, with the score best-checkpoint selection uses
+        (higher is better: the accuracy, or minus the MSE). A job reports progress and a tuner prunes through them.
+        If a callback raises, the resumable state is saved (as on Ctrl-C) and the exception re-raised unchanged.
+        """
         config = self.config
         self.output.mkdir(parents=True, exist_ok=True)
         if resume and self.load_state():
@@ -252,6 +265,18 @@ class Trainer:
         total = config.meta.iterations
         bar = tqdm(total=total, initial=self.iteration, desc=config.name, disable=not self.progress, dynamic_ncols=True)
         last_validation = self.history[-1]["validation"] if self.history else None
+
+        def notify(callback: Callable[..., None], *arguments: Any) -> None:
+            try:
+                callback(*arguments)
+            except KeyboardInterrupt:
+                raise  # saved below, as any Ctrl-C
+            except BaseException:
+                # The caller stops the run (a cancelled job, a pruned trial): keep what it had, so it can resume.
+                self.save_state()
+                bar.write(f"stopped by the caller: state saved at iteration {self.iteration}", file=sys.stderr)
+                raise
+
         try:
             while self.iteration < total:
                 started = time.perf_counter()
@@ -274,9 +299,13 @@ class Trainer:
                         if self.best_score is None or last_validation["score"] > self.best_score:
                             self.best_score = last_validation["score"]
                             self.save_deployable("best.safetensors", last_validation)
+                        if on_validation is not None:
+                            notify(on_validation, self.iteration, float(last_validation["score"]))
                 if self.iteration % config.checkpoint.every == 0 or self.iteration == total:
                     self.save_deployable("last.safetensors", last_validation)
                     self.save_state()
+                if on_iteration is not None:
+                    notify(on_iteration, self.iteration, total)
         except KeyboardInterrupt:
             self.save_state()
             bar.write(f"interrupted: state saved at iteration {self.iteration}; continue with --resume", file=sys.stderr)
