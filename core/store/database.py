@@ -9,12 +9,18 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Our migrations' own version table. Optuna's storage (``python -m core tune``) lives in the same database and runs
+# its own Alembic migrations, which keep their revision in Alembic's default table, ``alembic_version``: sharing it,
+# each history would read the other's revision as its own. Databases written before this table existed hold our
+# revision in ``alembic_version``; ``adopt_legacy_version_table`` moves it here.
+VERSION_TABLE = "fewshot_alembic_version"
+LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -85,6 +91,58 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The Alembic revision the database is at; None for a database never migrated."""
+    """Our Alembic revision the database is at; None for a database never migrated.
+
+    A database not yet upgraded since the version table moved holds it in ``alembic_version``: that one is read
+    when it names one of our revisions (not Optuna's).
+    """
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        revision = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        if revision is not None:
+            return revision
+        legacy = legacy_revisions(connection, our_revision_ids())
+        return legacy[0] if legacy else None
+
+
+def our_revision_ids() -> frozenset[str]:
+    """Every revision id of the store's migrations (``migrations/versions``)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
+def legacy_revisions(connection: Connection, ours: frozenset[str]) -> list[str]:
+    """Our revision ids held in ``alembic_version`` (where this store kept them before ``VERSION_TABLE``)."""
+    if not inspect(connection).has_table(LEGACY_VERSION_TABLE):
+        return []
+    rows = connection.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")).scalars().all()
+    return [revision for revision in rows if revision in ours]
+
+
+def adopt_legacy_version_table(connection: Connection, ours: frozenset[str]) -> None:
+    """Move our revision from ``alembic_version`` to ``VERSION_TABLE``, on ``connection``'s open transaction.
+
+    Only our own revision ids move (an Optuna revision stays where Optuna reads it); the old table is dropped
+    when nothing is left in it, so that Optuna can create its own. Nothing happens once ``VERSION_TABLE`` exists.
+    """
+    if inspect(connection).has_table(VERSION_TABLE):
+        return
+    moving = legacy_revisions(connection, ours)
+    if not moving:
+        return
+    # The table Alembic itself would create (alembic.runtime.migration: version_num VARCHAR(32), primary key).
+    connection.execute(
+        text(
+            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    for revision in moving:
+        connection.execute(
+            text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:revision)"), {"revision": revision}
+        )
+        connection.execute(
+            text(f"DELETE FROM {LEGACY_VERSION_TABLE} WHERE version_num = :revision"), {"revision": revision}
+        )
+    if connection.execute(text(f"SELECT COUNT(*) FROM {LEGACY_VERSION_TABLE}")).scalar_one() == 0:
+        connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))

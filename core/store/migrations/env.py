@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from core.settings import database_url as configured_database_url
-from core.store.database import create_store_engine
+from core.store.database import VERSION_TABLE, adopt_legacy_version_table, create_store_engine
 from core.store.models import Base
 
 config = context.config
@@ -36,9 +36,14 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         render_as_batch=True,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def our_revisions() -> frozenset[str]:
+    return frozenset(script.revision for script in context.script.walk_revisions())
 
 
 def run_migrations(connection: Connection) -> None:
@@ -64,8 +69,12 @@ def run_migrations(connection: Connection) -> None:
             # End the transaction these statements auto-began, so that Alembic owns (and commits) its own.
             connection.commit()
     try:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True, version_table=VERSION_TABLE
+        )
         with context.begin_transaction():
+            # A database of the code before VERSION_TABLE: our revision moves out of Optuna's way first.
+            adopt_legacy_version_table(connection, our_revisions())
             context.run_migrations()
         if guard_foreign_keys:
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
