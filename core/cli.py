@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shlex
 import signal
 import sys
 import tomllib
@@ -370,6 +371,34 @@ def cmd_inspect_rule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from core.tune import TuneRequest, run_tune
+
+    request = TuneRequest(
+        config_path=str(args.config), trials=args.trials, study_name=args.study, storage_url=args.storage,
+        sampler=args.sampler, pruner=args.pruner, timeout_s=args.timeout, device=args.device,
+    )
+    result = run_tune(request)
+    print(f"study {result.study_name!r} in {result.storage_url}: {result.n_complete} complete, "
+          f"{result.n_pruned} pruned, {result.n_failed} failed")
+    names = sorted({name for trial in result.trials for name in trial.params})
+    print(f"{'trial':>5} {'state':<8} {'value':>12} {'at iter':>7}  " + "  ".join(names))
+    for trial in result.trials:
+        value = "" if trial.value is None else f"{trial.value:.6g}"
+        at = "" if trial.last_iteration is None else str(trial.last_iteration)
+        params = "  ".join(f"{trial.params[name]:.4g}" if isinstance(trial.params.get(name), float)
+                           else str(trial.params.get(name, "")) for name in names)
+        print(f"{trial.number:>5} {trial.state:<8} {value:>12} {at:>7}  {params}" + (f"  ({trial.error})" if trial.error else ""))
+    if result.best_trial is None:
+        print("no trial completed yet")
+        return 0
+    print(f"best: trial {result.best_trial}, value {result.best_value:.6g}, {json.dumps(result.best_params)}")
+    print(f"checkpoint: {result.best_checkpoint}")
+    print("ship it: python -m core package --checkpoint " + shlex.quote(str(result.best_checkpoint))
+          + f" --name {shlex.quote(result.study_name)} --title 'best trial of {result.study_name}'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Few-shot meta-learning with learned inner-loop rules")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -438,6 +467,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--checkpoint", type=Path, help="default: the shipped default checkpoint")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    tune = sub.add_parser("tune", help="tune a config's [tune] search space with Optuna (one trial = one training)")
+    tune.add_argument("--config", required=True, type=Path, help="a training config with a [tune] section")
+    tune.add_argument("--trials", required=True, type=int, help="trials to run now (a continued study adds them)")
+    tune.add_argument("--study", help="study name (default: the config's name); an existing one is continued")
+    tune.add_argument("--storage", help="Optuna storage URL (default: the run store's database, FEWSHOT_DATABASE_URL)")
+    tune.add_argument("--sampler", choices=("tpe", "cmaes", "random"), default="tpe")
+    tune.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    tune.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    tune.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    tune.set_defaults(func=cmd_tune)
     pack = sub.add_parser("package", help="measure a trained checkpoint on its held-out classes and ship it")
     pack.add_argument("--checkpoint", required=True, type=Path)
     pack.add_argument("--name", required=True, help="file name (without .safetensors) under --out")

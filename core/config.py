@@ -265,7 +265,12 @@ def _upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+# ``[tune]``: the search space of ``python -m core tune`` (read by core.tune_config), not a setting of the run itself.
+TUNE_SECTION = "tune"
+
+
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    raw = {k: v for k, v in raw.items() if k != TUNE_SECTION}
     raw = {**raw, "meta": _upgrade_meta(raw.get("meta", {}))} if "meta" in raw else raw
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items() if cls is not RuleConfig}

@@ -44,6 +44,7 @@ from core.checkpoint.metadata import (
     ShippedInfo,
     TrainingData,
     TrainingRecord,
+    TuningRecord,
     ValidationResult,
     parse_metadata,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "ShippedInfo",
     "TrainingData",
     "TrainingRecord",
+    "TuningRecord",
     "ValidationResult",
     "code_version",
     "default_checkpoint",

@@ -48,6 +48,7 @@ __all__ = [
     "ShippedInfo",
     "TrainingData",
     "TrainingRecord",
+    "TuningRecord",
     "ValidationResult",
     "parse_metadata",
     "pretraining_dict",
@@ -100,6 +101,7 @@ _DEFAULT_INNER_STEPS = 5
 ADDED_KEYS: dict[str, Any] = {
     "adaptivity": None,  # not measured (core.packaging measures it for meta-learned rules)
     "heldout.results.protocol": "any-classes",  # every result before the within-alphabet protocol existed
+    "training.tuning": None,  # not a trial of a tuning study (core.tune)
 }
 # Version-1 headers recorded ``training.algorithm`` before meta-gradient estimators were registered; its values map
 # to estimators as ``core.config`` maps ``meta.algorithm`` of the configs stored beside it (one mapping, there).
@@ -186,6 +188,15 @@ class PretrainingRecord:
 
 
 @dataclass(frozen=True)
+class TuningRecord:
+    """The tuning trial that trained the checkpoint (``python -m core tune``, :mod:`core.tune`)."""
+
+    study: str  # the Optuna study's name
+    trial: int  # the trial's number in the study
+    params: Mapping[str, Any]  # the sampled values, by config key (``meta.outer_lr``), as the [tune] space names them
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """How the checkpoint was trained: enough to run it again and to know what it has seen."""
 
@@ -200,6 +211,7 @@ class TrainingRecord:
     skipped_nonfinite_steps: int | None
     pretraining: PretrainingRecord | None
     command_as_recorded: str | None = None  # when packaging rewrote an absolute entry point into ``command``
+    tuning: TuningRecord | None = None  # the tuning trial this run was; None: not a trial
 
     def train_config(self) -> TrainConfig | None:
         """The stored config read back (``core.config.config_from_dict``); None when none is recorded."""
@@ -353,6 +365,11 @@ def _training_dict(training: TrainingRecord) -> dict[str, Any]:
         "skipped_nonfinite_steps": training.skipped_nonfinite_steps,
         "pretraining": None if training.pretraining is None else pretraining_dict(training.pretraining),
         "command_as_recorded": training.command_as_recorded,
+        "tuning": None if training.tuning is None else {
+            "study": training.tuning.study,
+            "trial": training.tuning.trial,
+            "params": dict(training.tuning.params),
+        },
     }
     return record
 
@@ -605,7 +622,16 @@ def _training(fields: _Fields | None) -> TrainingRecord | None:
         skipped_nonfinite_steps=fields.integer("skipped_nonfinite_steps", optional=True),
         pretraining=_pretraining(fields.section("pretraining")),
         command_as_recorded=fields.text("command_as_recorded", optional=True),
+        tuning=_tuning(fields.section("tuning")),
     )
+    fields.done()
+    return record
+
+
+def _tuning(fields: _Fields | None) -> TuningRecord | None:
+    if fields is None:
+        return None
+    record = TuningRecord(study=fields.text("study"), trial=fields.integer("trial"), params=fields.mapping("params"))
     fields.done()
     return record
 
