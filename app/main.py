@@ -1,8 +1,9 @@
 """Dashboard entry point: ``streamlit run app/main.py``.
 
-Four pages (``app/screens``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
+Pages (``app/screens``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
 delete stored runs; ``?run=<id>`` opens one), Checkpoints and Lab (the bilevel quadratic study live, stored
-studies, the bilevel bench results). Pages only arrange widgets: adapting happens
+studies, the bilevel bench results), Tune (Optuna studies of a config's ``[tune]`` space, launched as jobs and
+watched live). Pages only arrange widgets: adapting happens
 in ``core.runs``, every result shown is read back from the run store.
 """
 
@@ -27,6 +28,7 @@ navigation = st.navigation(
         st.Page("screens/runs.py", title="Runs", icon=":material/history:", url_path="runs"),
         st.Page("screens/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
         st.Page("screens/lab.py", title="Lab", icon=":material/biotech:", url_path="lab"),
+        st.Page("screens/tune.py", title="Tune", icon=":material/tune:", url_path="tune"),
     ]
 )
 navigation.run()
