@@ -74,11 +74,14 @@ def evaluate_classification(
     on_episode: Callable[[int, float], None] | None = None,
     within_group: bool = False,
     support_augment: SupportAugment | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
     """Mean query accuracy over episodes ``0 .. episodes - 1`` of ``EpisodeSampler(image_set, ..., seed)``;
     ``within_group``: every episode's classes from one group of the set (one Omniglot alphabet);
     ``support_augment``: test-time augmentation, distorted copies of the support images added to each episode's
-    support set (:func:`core.data.augment.expand_support`; the same episodes as without it)."""
+    support set (:func:`core.data.augment.expand_support`; the same episodes as without it).
+    ``on_episode(index, accuracy)`` after each episode; ``on_progress(done, episodes)`` too (a background job
+    reports progress and checks for cancellation there: an exception it raises ends the evaluation)."""
     sampler = EpisodeSampler(image_set, n_way, k_shot, n_query, seed=seed, within_group=within_group)
     fill = background_fill(image_set.spec)
     protocol = f"within-{image_set.group_kind or 'group'}" if within_group else "any-classes"
@@ -95,6 +98,8 @@ def evaluate_classification(
         used_head = result.head_init
         if on_episode is not None:
             on_episode(index, result.accuracy)
+        if on_progress is not None:
+            on_progress(index + 1, episodes)
         if index % 20 == 0:
             bar.set_postfix(acc=f"{100 * float(np.mean(accuracies)):.1f}%")
     mean, ci = mean_and_ci95(accuracies)
@@ -114,12 +119,16 @@ def evaluate_regression(
     steps: int = 5,
     seed: int = 1,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationResult:
+    """Mean query MSE over tasks ``0 .. episodes - 1`` of ``family`` (``on_progress(done, episodes)`` after each)."""
     device = next(learner.parameters()).device
     errors = []
     started = time.perf_counter()
     for index in tqdm(range(episodes), desc=f"evaluate sine {k_shot}-shot", disable=not progress, leave=False):
         errors.append(adapt_regression(learner, family.task(index, k_shot, n_query, seed=seed).to(device), steps))
+        if on_progress is not None:
+            on_progress(index + 1, episodes)
     mean, ci = mean_and_ci95(errors)
     return EvaluationResult(
         "mse", mean, ci, episodes, None, k_shot, n_query, steps, learner.rule.name, None, seed,

@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_CHECKPOINT_DIRS",
     "DEFAULT_DATABASE_FILE",
     "DEVICE",
+    "JOBS_REDIS_URL",
+    "JOB_WORKERS",
     "MAX_UPLOAD_MB",
     "OMNIGLOT_ROOT",
     "REPO_ROOT",
@@ -38,6 +40,9 @@ __all__ = [
     "chromium_path",
     "database_url",
     "device_name",
+    "job_queue_file",
+    "job_workers",
+    "jobs_redis_url",
     "max_upload_bytes",
     "omniglot_root",
     "omniglot_search_order",
@@ -109,10 +114,22 @@ CHROMIUM = Setting(
     "The browser that the browser tests and `bench/dashboard_speed.py` drive.",
 )
 
-SETTINGS: tuple[Setting, ...] = (
-    DEVICE, TUNE_MALLOC, OMNIGLOT_ROOT, MAX_UPLOAD_MB, DATABASE_URL, DEFAULT_CHECKPOINT_DIRS, CHECKPOINT_DIRS, CHROMIUM,
+JOBS_REDIS_URL = Setting(
+    "FEWSHOT_JOBS_REDIS_URL", "(none: a SQLite queue file beside the run store)",
+    "Redis URL of the background-job queue (`redis://host:6379/0`), for workers on several machines "
+    "(`python -m core worker` on each); unset, the queue is one SQLite file next to the run store's database.",
+)
+JOB_WORKERS = Setting(
+    "FEWSHOT_JOB_WORKERS", "2",
+    "How many jobs one worker process (`python -m core worker`, or the dashboard's own) runs at once.",
 )
 
+SETTINGS: tuple[Setting, ...] = (
+    DEVICE, TUNE_MALLOC, OMNIGLOT_ROOT, MAX_UPLOAD_MB, DATABASE_URL, DEFAULT_CHECKPOINT_DIRS, CHECKPOINT_DIRS, CHROMIUM,
+    JOBS_REDIS_URL, JOB_WORKERS,
+)
+
+_SQLITE_FILE_URL = re.compile(r"^sqlite(?:\+\w+)?:///([^?]+)")
 _DEVICE_FORM = re.compile(r"^[a-z_]+(:\d+)?$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -171,6 +188,35 @@ def max_upload_bytes() -> int:
 def database_url() -> str:
     """``$FEWSHOT_DATABASE_URL``, else the SQLite file ``data/fewshot.sqlite3`` in the checkout."""
     return DATABASE_URL.raw() or f"sqlite:///{DEFAULT_DATABASE_FILE}"
+
+
+def jobs_redis_url() -> str | None:
+    """``$FEWSHOT_JOBS_REDIS_URL`` (a ``redis://`` or ``rediss://`` URL), None when unset or empty."""
+    value = JOBS_REDIS_URL.raw()
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingError(f"{JOBS_REDIS_URL.name} must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
+def job_workers() -> int:
+    """``$FEWSHOT_JOB_WORKERS``: jobs a worker process runs at once (default 2, at least 1)."""
+    value = JOB_WORKERS.raw() or JOB_WORKERS.default
+    if not value.isdigit() or int(value) < 1:
+        raise SettingError(f"{JOB_WORKERS.name} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def job_queue_file() -> Path:
+    """The embedded job queue's SQLite file: beside the run store's SQLite database (``fewshot.sqlite3`` ->
+    ``fewshot.jobs.sqlite3``), or ``data/jobs.sqlite3`` when the run store is not a SQLite file."""
+    match = _SQLITE_FILE_URL.match(database_url())
+    database = match.group(1) if match else ""
+    if database and database != ":memory:":
+        path = Path(database).expanduser()
+        return path.with_name(f"{path.stem}.jobs.sqlite3")
+    return DATA_DIR / "jobs.sqlite3"
 
 
 def _paths(value: str) -> list[Path]:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Double,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -252,7 +254,7 @@ class PredictionRow(Base):
 
 
 class JobRow(Base):
-    """A unit of background work and its progress (revision 0002)."""
+    """A unit of background work and its progress (revision 0002; the worker columns: revision 0005)."""
 
     __tablename__ = "jobs"
     __table_args__ = {"sqlite_autoincrement": True}
@@ -267,6 +269,50 @@ class JobRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Revision 0005: the worker side of a job (core.jobs). ``worker`` is "host:pid" of the process running it;
+    # ``heartbeat_at`` moves every few seconds while it runs, so a job whose worker died is recognisable.
+    started_by: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    worker: Mapped[str | None] = mapped_column(String(255))
+    queue_task_id: Mapped[str | None] = mapped_column(String(64))  # the job library's id, to revoke a queued job
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    eta_seconds: Mapped[float | None] = mapped_column(Double)
+
+
+class EvaluationRow(Base):
+    """A many-episode evaluation (``core.evaluate.EvaluationResult``) run as a job (revision 0005).
+
+    Its own table rather than the job's JSON result: evaluations are browsed and compared by checkpoint and rule
+    with typed columns, and they outlive the job list (deleting a job keeps its evaluation, ``job_id`` NULL).
+    Written in the same transaction that marks the job succeeded, so a killed worker leaves no partial row.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    checkpoint: Mapped[str] = mapped_column(Text)
+    device: Mapped[str] = mapped_column(String(50))
+    metric: Mapped[str] = mapped_column(String(20))  # "accuracy" or "mse"
+    # Nullable: SQLite stores a NaN (a diverged evaluation) as NULL, and such a result must still be kept.
+    mean: Mapped[float | None] = mapped_column(Double)
+    ci95: Mapped[float | None] = mapped_column(Double)
+    episodes: Mapped[int] = mapped_column(Integer)
+    n_way: Mapped[int | None] = mapped_column(Integer)
+    k_shot: Mapped[int] = mapped_column(Integer)
+    n_query: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(50))
+    head_init: Mapped[str | None] = mapped_column(String(50))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    protocol: Mapped[str | None] = mapped_column(String(50))
+    seconds: Mapped[float] = mapped_column(Double)
+    episode_values: Mapped[list[float]] = mapped_column(JSON)  # per-episode accuracy (or MSE), in episode order
 
 
 class LabStudyRow(Base):

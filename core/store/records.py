@@ -23,6 +23,7 @@ RUN_SOURCES: tuple[str, ...] = get_args(RunSource)
 ROLES: tuple[str, ...] = ("support", "query")
 RUN_STATUSES: tuple[str, ...] = ("succeeded", "failed")
 JOB_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED_JOB_STATUSES: tuple[str, ...] = ("succeeded", "failed", "cancelled")  # a job in these never changes
 
 # Layer name of the step-level trace rows (support loss/accuracy); real tensor names are never empty.
 STEP_LEVEL_LAYER = ""

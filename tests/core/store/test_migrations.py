@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from core.store import Store
-from core.store.database import alembic_config, create_store_engine, current_revision, upgrade
+from core.store.database import VERSION_TABLE, alembic_config, create_store_engine, current_revision, upgrade
 from core.store.models import Base
 
 from .builders import adaptation, run_input
@@ -26,12 +26,13 @@ from .helpers import row_counts
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_the_revisions_are_0001_to_0004_in_order() -> None:
+def test_the_revisions_are_0001_to_0005_in_order() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert [revision.revision for revision in script.walk_revisions()] == [
-        "0004_lab_studies", "0003_names_tags_previews", "0002_notes_and_jobs", "0001_initial"
+        "0005_job_workers_and_evaluations", "0004_lab_studies", "0003_names_tags_previews", "0002_notes_and_jobs",
+        "0001_initial",
     ]
-    assert HEAD == "0004_lab_studies"
+    assert HEAD == "0005_job_workers_and_evaluations"
 
 
 def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:
         assert current_revision(store.engine) == HEAD
         tables = set(inspect(store.engine).get_table_names())
     assert {"images", "checkpoints", "runs", "episode_items", "adaptations", "step_traces", "predictions",
-            "jobs", "lab_studies", "alembic_version"} == tables
+            "jobs", "lab_studies", "evaluations", VERSION_TABLE} == tables
 
 
 def test_an_older_database_is_upgraded_with_its_data(db_url: str) -> None:
@@ -138,7 +139,7 @@ def test_a_0002_database_with_a_run_is_upgraded_to_names_tags_and_previews(db_ur
 
 def test_the_models_match_the_migrated_schema(store: Store) -> None:
     with store.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(context, Base.metadata) == []
 
 
@@ -205,3 +206,27 @@ def test_migrate_false_leaves_the_schema_alone(db_url: str) -> None:
     with Store(db_url, migrate=False) as store:
         assert current_revision(store.engine) is None
         assert inspect(store.engine).get_table_names() == []
+
+
+def test_a_0004_database_with_a_job_is_upgraded_to_the_worker_columns(db_url: str) -> None:
+    with Store(db_url, migrate=False) as old:
+        upgrade(old.engine, "0004_lab_studies")
+        with old.engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO jobs (id, kind, status, progress, message, payload, result, error, created_at, updated_at)"
+                " VALUES (5, 'rerun', 'succeeded', 1.0, 'done', '{\"run_id\": 7}', NULL, NULL,"
+                " '2025-01-02 03:04:05', '2025-01-02 03:04:06')"
+            ))
+    with Store(db_url) as store:
+        assert current_revision(store.engine) == HEAD
+        job = store.jobs.record(5)
+        # Jobs stored before keep their columns and get the new ones' defaults.
+        assert (job.kind, job.status, job.payload, job.started_by, job.cancel_requested, job.worker) == (
+            "rerun", "succeeded", {"run_id": 7}, "", False, None
+        )
+        assert store.jobs.evaluations() == []
+        with store.engine.connect() as connection:
+            command.downgrade(alembic_config(connection), "0004_lab_studies")
+        assert "evaluations" not in inspect(store.engine).get_table_names()
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT kind, status FROM jobs WHERE id = 5")).one() == ("rerun", "succeeded")
