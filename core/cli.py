@@ -1,10 +1,11 @@
-"""Command line: ``python -m core train | pretrain | evaluate | adapt | info | package``."""
+"""Command line: ``python -m core train | pretrain | evaluate | adapt | info | package | worker | jobs``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import shlex
 import signal
 import sys
@@ -35,7 +36,9 @@ def _kill_saves_like_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def trainer_from_args(args: argparse.Namespace):
+    """The ``core.train.Trainer`` of ``train``'s arguments (the config with ``--output-dir`` and ``--iterations``
+    applied); a background train job (``core.jobs``) builds its trainer here too."""
     from core.config import load_config
     from core.train import Trainer
 
@@ -44,8 +47,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config.output_dir = args.output_dir
     if args.iterations:
         config.meta.iterations = args.iterations
-    trainer = Trainer(config, device=args.device, progress=not args.no_progress)
+    return Trainer(config, device=args.device, progress=not args.no_progress)
 
+
+def cmd_train(args: argparse.Namespace) -> int:
+    trainer = trainer_from_args(args)
     try:
         with _kill_saves_like_ctrl_c():
             summary = trainer.run(resume=args.resume)
@@ -114,7 +120,9 @@ def _evaluation_set(args, metadata):
     return build_image_set(config, role)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def evaluation_from_args(args: argparse.Namespace, on_progress=None):
+    """Run the evaluation ``evaluate``'s arguments ask for; returns (checkpoint path, device, ``EvaluationResult``).
+    ``on_progress(done, episodes)`` after each episode; a background evaluate job (``core.jobs``) runs this too."""
     from core.checkpoint import load_learner
     from core.device import pick_device
     from core.evaluate import evaluate_classification, evaluate_regression
@@ -132,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         shot = args.shot or _training_config(metadata, "pass --shot").task.k_shot
         result = evaluate_regression(
             learner, SineTaskFamily(), shot, episodes=args.episodes, steps=steps, seed=args.seed,
-            progress=not args.json,
+            progress=not args.json, on_progress=on_progress,
         )
     else:
         image_set = _evaluation_set(args, metadata)
@@ -144,9 +152,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_classification(
             learner, image_set, way, args.shot or 1, args.query, args.episodes,
             steps, seed=args.seed, head_init=args.head_init, progress=not args.json, within_group=args.within_alphabet,
-            support_augment=_support_augment(args, metadata),
+            support_augment=_support_augment(args, metadata), on_progress=on_progress,
         )
-    payload = {"checkpoint": str(args.checkpoint), "device": str(device), **result.to_dict()}
+    return args.checkpoint, device, result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    checkpoint, device, result = evaluation_from_args(args)
+    payload = {"checkpoint": str(checkpoint), "device": str(device), **result.to_dict()}
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
@@ -399,6 +412,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hand_over_to_jobs(argv: list[str]) -> int:
+    """Replace this process by ``python -m core.jobs ARGV``. ``core.jobs`` runs this module's functions (a job is
+    the command's own work), so it sits above ``core.cli``; importing it from here would close an import cycle."""
+    os.execv(sys.executable, [sys.executable, "-m", "core.jobs", *argv])
+    return 0  # not reached: execv does not return
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    argv = ["worker", *(["--workers", str(args.workers)] if args.workers else []), *(["--embedded"] if args.embedded else [])]
+    return _hand_over_to_jobs(argv)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    return _hand_over_to_jobs([args.action, *([str(args.job)] if args.job is not None else []), "--limit", str(args.limit)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Few-shot meta-learning with learned inner-loop rules")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -495,6 +524,18 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--cache-dir", type=Path, default=Path("runs") / "heldout",
                       help="where measurements are cached per checkpoint hash (default runs/heldout)")
     pack.set_defaults(func=cmd_package)
+
+    worker = sub.add_parser("worker", help="serve the background-job queue (evaluate, train, tune jobs)")
+    worker.add_argument("--workers", type=int, help="jobs run at once (default: $FEWSHOT_JOB_WORKERS, 2)")
+    worker.add_argument("--embedded", action="store_true",
+                        help="the dashboard's own worker: exit at once if another one serves the queue")
+    worker.set_defaults(func=cmd_worker)
+
+    jobs = sub.add_parser("jobs", help="list background jobs, or cancel one")
+    jobs.add_argument("action", choices=("list", "cancel"), nargs="?", default="list")
+    jobs.add_argument("job", type=int, nargs="?", help="the job id (cancel)")
+    jobs.add_argument("--limit", type=int, default=30)
+    jobs.set_defaults(func=cmd_jobs)
     return parser
 
 
