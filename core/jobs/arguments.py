@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 # Bounds of the form's numbers; larger values are typing mistakes rather than experiments.
 MAX_EPISODES = 100_000
 MAX_ITERATIONS = 10_000_000
-MAX_TRIALS = 10_000
 
 
 def _whole(name: str, value: int | None, low: int, high: int | None = None) -> None:
@@ -169,8 +168,6 @@ class TuneJobArguments:
     study lives in the run store's database (``TuneRequest.storage_url`` None)."""
 
     kind: ClassVar[str] = "tune"
-    SAMPLERS: ClassVar[tuple[str, ...]] = ("tpe", "cmaes", "random")
-    PRUNERS: ClassVar[tuple[str, ...]] = ("median", "hyperband", "none")
 
     config_path: str
     trials: int
@@ -180,22 +177,14 @@ class TuneJobArguments:
     timeout_s: float | None = None
 
     def validate(self) -> None:
+        """``core.tune.validate_request``: the config and its ``[tune]`` section, counts, sampler and pruner."""
+        from core.tune import validate_request
+
         _existing_file("config", self.config_path)
-        _whole("trials", self.trials, 1, MAX_TRIALS)
-        if self.sampler not in self.SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(self.SAMPLERS)}")
-        if self.pruner not in self.PRUNERS:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose from {', '.join(self.PRUNERS)}")
-        if self.timeout_s is not None and not (isinstance(self.timeout_s, int | float) and self.timeout_s > 0):
-            raise ValueError(f"the timeout must be a positive number of seconds, got {self.timeout_s!r}")
-        if self.study_name is not None and not self.study_name.strip():
-            raise ValueError("a study name cannot be blank (leave it out for a generated one)")
-        validate_request = _tune_module_attribute("validate_request")
-        if validate_request is not None:
-            try:
-                validate_request(self.request())
-            except (TypeError, KeyError) as error:
-                raise ValueError(str(error)) from None
+        try:
+            validate_request(self.request())
+        except (TypeError, KeyError) as error:  # a value of the wrong type in the config
+            raise ValueError(f"config {self.config_path!r} cannot be used: {error}") from None
 
     def request(self) -> Any:
         """The ``core.tune.TuneRequest`` of these arguments, on the run store's database."""
@@ -237,12 +226,3 @@ def _options(arguments: Any, flags: tuple[str, ...]) -> list[str]:
         elif value is not None:
             argv += [option, str(value)]
     return argv
-
-
-def _tune_module_attribute(name: str) -> Any:
-    """An attribute of ``core.tune`` when the module has it (the tune command is written alongside)."""
-    try:
-        from core import tune
-    except ImportError:
-        return None
-    return getattr(tune, name, None)

@@ -79,6 +79,8 @@ class JobReporter:
         self._clock = clock
         self._started = clock()
         self._last_report = -float("inf")
+        self._last_cancel_check = -float("inf")
+        self._cancelled = False
 
     def progress(self, done: int, total: int, message: str | None = None) -> None:
         """``done`` of ``total`` units finished; ETA by the mean time per unit so far. Raises :class:`JobCancelled`
@@ -100,7 +102,13 @@ class JobReporter:
             raise JobCancelled
 
     def cancel_requested(self) -> bool:
-        return self._jobs.report(self._job_id)
+        """Whether the job was asked to stop; asks the store at most once a second (the answer in between is the
+        last one), as a tune study polls this after every outer iteration."""
+        now = self._clock()
+        if now - self._last_cancel_check >= REPORT_INTERVAL_S:
+            self._last_cancel_check = now
+            self._cancelled = self._jobs.report(self._job_id)
+        return self._cancelled
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from core.cli import main
 from core.jobs import (
     EvaluateJobArguments,
     TrainJobArguments,
+    TuneJobArguments,
     cancel_job,
     embedded_worker_pid,
     get_job,
@@ -253,4 +254,29 @@ def test_a_train_job_trains_like_the_command_line(job_env, worker, capsys):
     # A second train job into the same folder without resume is refused before it exists.
     with pytest.raises(ValueError, match="already holds a training run"):
         submit_job("train", TrainJobArguments(str(config)), started_by="tester")
+    assert len(list_jobs()) == 1
+
+
+@pytest.mark.slow
+def test_a_tune_job_runs_the_study_in_the_run_store(job_env, worker):
+    import shutil
+
+    from core.settings import REPO_ROOT
+    from core.tune import default_output_root, load_result
+
+    study = f"jobs-test-{job_env.name}"
+    config = str(REPO_ROOT / "configs" / "sine" / "tune_tiny.toml")
+    try:
+        job_id = submit_job("tune", TuneJobArguments(config, trials=2, study_name=study), started_by="tester")
+        job = wait_until_finished(job_id, timeout=300)
+        assert job.status == "succeeded", job.error
+        assert job.progress == 1.0 and job.result["study_name"] == study
+        stored = load_result(study)  # the study is in the run store's database, as the job's result says
+        assert stored.n_complete + stored.n_pruned + stored.n_failed == 2
+        assert (job.result["n_complete"], job.result["best_value"]) == (stored.n_complete, stored.best_value)
+        assert job.log_tail.count("trial ") == 2
+    finally:
+        shutil.rmtree(default_output_root() / study, ignore_errors=True)
+    with pytest.raises(ValueError, match="trials"):
+        submit_job("tune", TuneJobArguments(config, trials=0), started_by="tester")
     assert len(list_jobs()) == 1
