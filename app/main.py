@@ -29,6 +29,7 @@ navigation = st.navigation(
         st.Page("screens/checkpoints.py", title="Checkpoints", icon=":material/inventory_2:", url_path="checkpoints"),
         st.Page("screens/lab.py", title="Lab", icon=":material/biotech:", url_path="lab"),
         st.Page("screens/tune.py", title="Tune", icon=":material/tune:", url_path="tune"),
+        st.Page("screens/jobs.py", title="Jobs", icon=":material/work_history:", url_path="jobs"),
     ]
 )
 navigation.run()
