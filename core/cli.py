@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import signal
 import sys
 import tomllib
@@ -385,7 +384,7 @@ def cmd_inspect_rule(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from core.tune import TuneRequest, run_tune
+    from core.tune import TuneRequest, run_tune, ship_command
 
     request = TuneRequest(
         config_path=str(args.config), trials=args.trials, study_name=args.study, storage_url=args.storage,
@@ -407,8 +406,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     print(f"best: trial {result.best_trial}, value {result.best_value:.6g}, {json.dumps(result.best_params)}")
     print(f"checkpoint: {result.best_checkpoint}")
-    print("ship it: python -m core package --checkpoint " + shlex.quote(str(result.best_checkpoint))
-          + f" --name {shlex.quote(result.study_name)} --title 'best trial of {result.study_name}'")
+    print(f"next: {ship_command(result.best_checkpoint, result.study_name)}")
     return 0
 
 

@@ -343,6 +343,19 @@ def tune_result(study: optuna.Study, url: str, stopped: bool = False) -> TuneRes
     )
 
 
+def ship_command(checkpoint: str, study_name: str) -> str:
+    """What to run next with a trial's checkpoint: ``python -m core package`` for an image classifier (packaging
+    measures it on its held-out classes); a regression checkpoint has no held-out classes, and is measured with
+    ``python -m core evaluate``."""
+    from core.checkpoint import read_metadata
+
+    quoted = shlex.quote(str(checkpoint))
+    if read_metadata(checkpoint).is_image_classifier:
+        title = shlex.quote(f"best trial of {study_name}")
+        return f"python -m core package --checkpoint {quoted} --name {shlex.quote(study_name)} --title {title}"
+    return f"python -m core evaluate --checkpoint {quoted}"
+
+
 def load_result(study_name: str, storage_url: str | None = None) -> TuneResult:
     """A stored study's trials and best trial (the Tune page, ``python -m core tune`` afterwards)."""
     url = resolve_storage_url(storage_url)

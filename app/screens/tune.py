@@ -26,6 +26,7 @@ from core.tune import (
     TuneRequest,
     load_result,
     open_storage,
+    ship_command,
     validate_request,
 )
 
@@ -206,10 +207,8 @@ def study_view(name: str) -> None:
     st.markdown(f"**Best: trial {result.best_trial}**, validation {metric} {result.best_value:.6g}")
     st.json(result.best_params)
     checkpoint = result.best_checkpoint or best.user_attrs.get(CHECKPOINT_ATTR)
-    st.code(
-        f"python -m core package --checkpoint {checkpoint} --name {name} --title 'best trial of {name}'",
-        language="bash",
-    )
+    if checkpoint and Path(checkpoint).is_file():
+        st.code(ship_command(checkpoint, name), language="bash")
     st.caption(
         "To open it on Adapt: the Adapt page takes no checkpoint by link yet; choose this file in its Checkpoint "
         "list (checkpoints under `runs/` are listed there; Adapt shows image classifiers only, so a sine "

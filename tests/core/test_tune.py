@@ -3,6 +3,7 @@ and the ``Trainer.run`` callbacks it is built on."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from core.checkpoint.training_state import read_state
 from core.cli import main
 from core.config import ConfigError, load_config
 from core.train import Trainer
-from core.tune import PRUNERS, TuneRequest, load_result, run_tune
+from core.tune import PRUNERS, TuneRequest, load_result, run_tune, ship_command
 from core.tune_config import load_tune_setup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,8 +252,25 @@ def test_the_command_prints_the_trials_the_best_one_and_how_to_ship_it(
     assert code == 0
     result = load_result("cli", storage)
     assert f"best: trial {result.best_trial}, value {result.best_value:.6g}" in out
-    assert f"python -m core package --checkpoint {result.best_checkpoint} --name cli" in out
+    assert f"next: python -m core evaluate --checkpoint {result.best_checkpoint}\n" in out  # regression: no packaging
     assert len([line for line in out.splitlines() if " COMPLETE " in line]) == 2
     bad = with_space(tmp_path, "meta.outer_lr = { low = 1e-2, high = 1e-3 }")
     assert main(["tune", "--config", str(bad), "--trials", "1", "--storage", storage]) == 2
     assert "empty range" in capsys.readouterr().err
+
+
+def test_an_image_classifiers_trial_checkpoint_is_packaged_with_its_tuning_record(tmp_path: Path) -> None:
+    from core.packaging import package
+    from tests.app.builders import save_tiny_checkpoint
+    from tests.core.test_packaging import RESULT
+
+    record = TuningRecord(study="omniglot study", trial=4, params={"rule.lr": 0.3, "meta.inner_steps": 3})
+    trained = read_metadata(save_tiny_checkpoint(tmp_path / "plain.safetensors")).training
+    source = save_tiny_checkpoint(
+        tmp_path / "trial_4.safetensors", training=dataclasses.replace(trained, tuning=record)
+    )
+    assert ship_command(str(source), "omniglot study") == (
+        f"python -m core package --checkpoint {source} --name 'omniglot study' --title 'best trial of omniglot study'"
+    )
+    shipped = package(source, tmp_path / "shipped", "tuned", "Tuned", [RESULT])
+    assert read_metadata(shipped).training.tuning == record
