@@ -3,7 +3,8 @@
 Pages (``app/screens``): Adapt (run an episode through inner-loop rules), Runs (browse, compare, export,
 delete stored runs; ``?run=<id>`` opens one), Checkpoints and Lab (the bilevel quadratic study live, stored
 studies, the bilevel bench results), Tune (Optuna studies of a config's ``[tune]`` space, launched as jobs and
-watched live). Pages only arrange widgets: adapting happens
+watched live), Jobs (evaluate and train in background workers, every job's progress, log, result and cancel).
+Pages only arrange widgets: adapting happens
 in ``core.runs``, every result shown is read back from the run store.
 """
 
