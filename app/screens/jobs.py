@@ -26,6 +26,7 @@ from core.jobs import (
     command_defaults,
     ensure_worker,
     job_evaluation,
+    list_evaluations,
     list_jobs,
     recover_orphaned_jobs,
     submit_job,
@@ -215,6 +216,30 @@ def _job(job: JobRecord) -> None:
                 st.warning(str(error))
 
 
+def _stored_evaluations() -> None:
+    evaluations = list_evaluations(limit=LISTED_JOBS)
+    if not evaluations:
+        return
+    st.subheader("Stored evaluations")
+    rows = [
+        {
+            "job": evaluation.job_id,
+            "finished (UTC)": evaluation.created_at,
+            "checkpoint": short_path(evaluation.checkpoint),
+            "rule": evaluation.rule,
+            "way": evaluation.n_way,
+            "shot": evaluation.k_shot,
+            "episodes": evaluation.episodes,
+            "metric": evaluation.metric,
+            "mean": evaluation.mean,
+            "95% CI ±": evaluation.ci95,
+            "protocol": evaluation.protocol,
+        }
+        for evaluation in evaluations
+    ]
+    st.dataframe(rows, hide_index=True, key="jobs_evaluations")
+
+
 @st.fragment(run_every=REFRESH_S)
 def _job_list() -> None:
     recover_orphaned_jobs()
@@ -224,6 +249,7 @@ def _job_list() -> None:
         return
     for job in jobs:
         _job(job)
+    _stored_evaluations()
 
 
 st.title("Jobs")

@@ -81,16 +81,21 @@ class JobReporter:
         self._last_report = -float("inf")
         self._last_cancel_check = -float("inf")
         self._cancelled = False
+        self._first_done: int | None = None
 
     def progress(self, done: int, total: int, message: str | None = None) -> None:
-        """``done`` of ``total`` units finished; ETA by the mean time per unit so far. Raises :class:`JobCancelled`
-        when the job was asked to stop (checked with each write, so at most a second late)."""
+        """``done`` of ``total`` units finished; ETA by the mean time per unit finished in this run (a resumed
+        training starts counting at its first report, not at 0). Raises :class:`JobCancelled` when the job was
+        asked to stop (checked with each write, so at most a second late)."""
         now = self._clock()
+        if self._first_done is None:
+            self._first_done = done - 1  # the units before this one were done before this run started
         if done < total and now - self._last_report < REPORT_INTERVAL_S:
             return
         self._last_report = now
         elapsed = now - self._started
-        eta = elapsed / done * (total - done) if done > 0 else None
+        finished_here = done - self._first_done
+        eta = elapsed / finished_here * (total - done) if finished_here > 0 else None
         fraction = min(1.0, max(0.0, done / total)) if total > 0 else 0.0
         text = message if message is not None else f"{done} of {total}"
         if self._jobs.report(self._job_id, progress=fraction, eta_seconds=eta, message=text):

@@ -12,6 +12,8 @@ from pathlib import Path
 from core.jobs.arguments import ARGUMENT_TYPES, JobArguments
 from core.jobs.queue import enqueue, revoke
 from core.jobs.runner import open_store
+from core.settings import database_url
+from core.store.database import is_sqlite_memory
 from core.store.jobs import MAX_STARTED_BY_LENGTH, JobRecord, StoredEvaluation
 from core.store.models import utcnow
 
@@ -34,6 +36,11 @@ def submit_job(kind: str, arguments: JobArguments, started_by: str) -> int:
         raise ValueError("say who starts the job (started_by)")
     if len(started_by.strip()) > MAX_STARTED_BY_LENGTH:
         raise ValueError(f"started_by has at most {MAX_STARTED_BY_LENGTH} characters")
+    if is_sqlite_memory(database_url()):
+        raise ValueError(
+            "background jobs need a run store that a worker process can open too (a SQLite file or a "
+            "database server), not an in-memory database"
+        )
     arguments.validate()
     jobs = open_store().jobs
     job_id = jobs.create(kind, dataclasses.asdict(arguments), started_by=started_by.strip())

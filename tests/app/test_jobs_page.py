@@ -116,6 +116,8 @@ def test_the_list_shows_progress_results_and_cancels(dashboard, tmp_path):
     assert "worker elsewhere:1 is gone" in texts(at.error)
     assert [m.value for m in at.metric] == ["50.00 ± 12.50 %"]
     assert len(at.get("plotly_chart")) == 1
+    [table] = at.dataframe  # the stored evaluations, browsable apart from their jobs
+    assert table.value[["job", "mean", "95% CI ±", "episodes"]].values.tolist() == [[done, 0.5, 0.125, 4]]
     assert any("started evaluate" in c.value for c in at.code)
     assert [b.label for b in at.button if b.key and b.key.startswith("jobs_adapt_")] == ["Open on Adapt"]
     [cancel] = [b for b in at.button if b.label == "Cancel"]  # only the running job can be cancelled

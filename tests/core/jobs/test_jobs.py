@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -90,6 +91,9 @@ def test_bad_arguments_are_refused_and_create_no_job(sine_checkpoint, job_env):
     for kind, arguments, message in cases:
         with pytest.raises(ValueError, match=message):
             submit_job(kind, arguments, started_by="tester")
+    with pytest.raises(ValueError, match="in-memory"), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEWSHOT_DATABASE_URL", "sqlite://")
+        submit_job("evaluate", EvaluateJobArguments(str(sine_checkpoint), shot=5), started_by="tester")
     with pytest.raises(ValueError, match="who starts"):
         submit_job("evaluate", EvaluateJobArguments(str(sine_checkpoint), shot=5), started_by="  ")
     bad_config = job_env / "bad.toml"
@@ -280,3 +284,24 @@ def test_a_tune_job_runs_the_study_in_the_run_store(job_env, worker):
     with pytest.raises(ValueError, match="trials"):
         submit_job("tune", TuneJobArguments(config, trials=0), started_by="tester")
     assert len(list_jobs()) == 1
+
+
+@pytest.mark.slow
+def test_a_cancelled_train_job_saves_its_state_and_a_resume_job_continues_it(job_env, worker):
+    config = job_env / "tiny.toml"
+    config.write_text(TINY_SINE.format(out=job_env / "run").replace("iterations = 4", "iterations = 1000000"))
+    job_id = submit_job("train", TrainJobArguments(str(config), device="cpu"), started_by="tester")
+    wait_for(lambda: _running_with_progress(job_id), "the training to make progress")
+    cancel_job(job_id)
+    job = wait_until_finished(job_id, timeout=60)
+    assert job.status == "cancelled" and "state saved at iteration" in job.log_tail
+    saved = int(re.search(r"state saved at iteration (\d+)", job.log_tail).group(1))
+    assert saved >= 1 and (job_env / "run" / "state.safetensors").is_file()
+    with pytest.raises(ValueError, match="already holds a training run"):  # without resume: refused
+        submit_job("train", TrainJobArguments(str(config), device="cpu"), started_by="tester")
+    resumed = submit_job("train", TrainJobArguments(str(config), resume=True, device="cpu"), started_by="tester")
+    wait_for(lambda: _running_with_progress(resumed), "the resumed training to make progress")
+    # Its first report counts from the saved iteration on, not from 0.
+    assert int(get_job(resumed).message.split(" of ")[0]) > saved
+    cancel_job(resumed)
+    assert wait_until_finished(resumed, timeout=60).status == "cancelled"

@@ -31,6 +31,9 @@ def test_progress_is_throttled_and_the_eta_is_the_mean_time_per_unit(job_env):
     jobs.claim(job_id, "host:1")
     clock = FakeClock()
     reporter = JobReporter(jobs, job_id, clock=clock)
+    clock.now = 103.0
+    reporter.progress(1, 10)  # 3 s for the first unit, 9 left
+    assert jobs.record(job_id).eta_seconds == 27.0
     clock.now = 104.0
     reporter.progress(2, 10)  # 2 s a unit so far, 8 units left
     job = jobs.record(job_id)
@@ -44,6 +47,13 @@ def test_progress_is_throttled_and_the_eta_is_the_mean_time_per_unit(job_env):
     clock.now = 200.0
     with pytest.raises(JobCancelled):
         reporter.progress(5, 10)
+    # A resumed run (units 1 to 600 done before it) estimates from its own pace: 2 s for unit 601.
+    train_id = jobs.create("train", {})
+    jobs.claim(train_id, "host:1")
+    resumed = JobReporter(jobs, train_id, clock=clock)
+    clock.now = 202.0
+    resumed.progress(601, 1000)
+    assert jobs.record(train_id).eta_seconds == 2.0 * 399
 
 
 def _running_job(worker: str, beat_age_s: float):
