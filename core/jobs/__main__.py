@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cancel_job(args.job)
         except (KeyError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error.args[0]}", file=sys.stderr)  # args[0]: a KeyError's str() adds quotes
             return 2
         print(f"job {args.job}: cancelled (a running job stops at its next progress report)")
         return 0
