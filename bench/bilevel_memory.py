@@ -13,13 +13,14 @@ on the signal values), run one plain forward and backward pass so that torch's o
 the resident size (``/proc/self/statm``), compute one meta-gradient, read ``ru_maxrss``. ``peak_extra_mb`` is the
 difference: what the meta-gradient itself needed at its peak. With CUDA, ``torch.cuda.max_memory_allocated`` after
 the same call (its peak statistics reset just before) minus the memory allocated then gives ``peak_extra_cuda_mb``.
+
 Resident memory counts what the C library's allocator holds, not what torch's tensors hold. Its defaults let the
 heap and its dynamic mmap threshold keep freed buffers resident, and a first-order inner loop, which frees and
-re-allocates one step's activations each step, then climbs slowly with the number of steps (measured: FO-B-MAML at
-64 channels, +12.7 MB at 5 steps, +27.3 MB at 50). So each case runs with ``GLIBC_TUNABLES`` fixing the mmap
-threshold at 64 KiB and the trim threshold at 0 (``ALLOCATOR_TUNABLES``): every buffer above 64 KiB is mapped on
-allocation and returned on free, so the peak follows the live tensors (the same case: +17.1 MB and +20.9 MB;
-second-order MAML +25.6 MB and +152.2 MB). ``--default-allocator`` measures with the library's defaults instead;
+re-allocates one step's activations every step, then climbs slowly with the number of steps. So each case runs with
+``GLIBC_TUNABLES`` fixing the mmap threshold at 64 KiB and the trim threshold at 0 (``ALLOCATOR_TUNABLES``): every
+buffer above 64 KiB is mapped on allocation and returned on free, so the peak follows the live tensors.
+``--compare-default-allocator`` measures every case under the library's defaults too (``rows_default_allocator``:
+FO-B-MAML's step sweep then climbs, MAML's hardly changes); ``--default-allocator`` measures with the defaults only.
 ``core.device.tune_host_allocator`` is not called (it keeps a gigabyte of freed memory resident on purpose).
 """
 
