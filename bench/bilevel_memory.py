@@ -4,7 +4,7 @@ inner steps) and as the inner loop grows (5 to 50 steps at 64 channels). Issue 1
 Jaggi's (FO-B-MAML): a first-order estimator keeps no graph of the inner loop, so its memory does not grow with the
 number of inner steps, while second-order MAML stores every step's activations for the backward pass through them.
 
-    OMP_NUM_THREADS=1 python bench/bilevel_memory.py                      # every case (a few minutes)
+    OMP_NUM_THREADS=1 python bench/bilevel_memory.py                      # every case (about 5 minutes; twice that with --compare-default-allocator)
     OMP_NUM_THREADS=1 python bench/bilevel_memory.py --estimators maml --channels 16 32 --steps 5
 
 Each case runs in its own subprocess (``--case JSON``), so ``ru_maxrss`` (the process's high-water mark of resident

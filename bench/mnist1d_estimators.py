@@ -4,7 +4,7 @@ for the same number of iterations on the same proximal inner problem, validation
 seconds spent in meta-training steps, then held-out accuracy on digits 5-9 (5-way 1-shot and 5-way 5-shot, 600
 episodes, 95% interval). The protocol is ``core/data/mnist1d.py``'s.
 
-    OMP_NUM_THREADS=1 python bench/mnist1d_estimators.py                  # every estimator (about 25 minutes)
+    OMP_NUM_THREADS=1 python bench/mnist1d_estimators.py                  # every estimator (about 35 minutes on a shared core)
     OMP_NUM_THREADS=1 python bench/mnist1d_estimators.py --estimators maml fo_b_maml --iterations 20
 
 Each run goes through ``core.train.Trainer``'s own step (the estimator, the outer step), one thread. The curve's
