@@ -132,7 +132,7 @@ def test_missing_and_broken_files(tmp_path):
 @pytest.mark.parametrize(
     "raw,message",
     [
-        ({"model": {"backbone": {"name": "vgg"}}}, r"model.backbone.name must be one of conv4, mlp, resnet12, not 'vgg'"),
+        ({"model": {"backbone": {"name": "vgg"}}}, r"model.backbone.name must be one of conv1d, conv4, mlp, resnet12, not 'vgg'"),
         ({"model": {"backbone": {"name": "conv4", "filterz": 3}}}, r"unknown option\(s\) for backbone 'conv4': filterz"),
         ({"model": {"head_init": "proto"}}, "model.head_init must be one of learned, zero, prototype, not 'proto'"),
     ],

@@ -27,6 +27,7 @@ from models.backbones.base import _REGISTRY
 # One small configuration of every shipped backbone, with an input of the shape it takes.
 SMALL = [
     ({"name": "conv4", "filters": 4}, (3, 1, 28, 28)),
+    ({"name": "conv1d", "channels": 4}, (3, 1, 40)),
     ({"name": "conv4", "filters": 4, "n_blocks": 2}, (3, 1, 28, 28)),
     ({"name": "resnet12", "in_channels": 1, "image_size": 28, "widths": [4, 4, 4, 4]}, (3, 1, 28, 28)),
     ({"name": "mlp", "hidden": [8, 8, 8]}, (3, 1)),
@@ -44,15 +45,15 @@ def scratch_registry():
 
 def test_every_module_of_the_package_registers_its_backbone():
     modules = {m.name for m in pkgutil.iter_modules(models.backbones.__path__)} - {"base"}
-    assert modules == {"conv4", "resnet12", "mlp"}
+    assert modules == {"conv1d", "conv4", "resnet12", "mlp"}
     assert {cls.__module__.rpartition(".")[2] for cls in BACKBONES.values()} == modules
-    assert registered_backbones() == ["conv4", "mlp", "resnet12"]
+    assert registered_backbones() == ["conv1d", "conv4", "mlp", "resnet12"]
     with pytest.raises(TypeError):
         BACKBONES["other"] = nn.Linear  # type: ignore[index]  # read-only: only @register_backbone adds
 
 
 def test_an_unknown_name_lists_the_registered_ones():
-    with pytest.raises(ValueError, match=r"unknown backbone 'vit'; choose one of \['conv4', 'mlp', 'resnet12'\]"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'vit'; choose one of \['conv1d', 'conv4', 'mlp', 'resnet12'\]"):
         build_backbone({"name": "vit"})
     with pytest.raises(ValueError, match="unknown backbone None"):
         build_backbone({"filters": 4})
