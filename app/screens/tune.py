@@ -14,7 +14,9 @@ import optuna
 import streamlit as st
 from sqlalchemy import inspect
 
-from app.resources import get_store
+from app.checkpoint_view import is_image_classifier
+from app.resources import get_store, short_path
+from core.checkpoint import find_checkpoints
 from core.config import TUNE_SECTION, ConfigError
 from core.settings import REPO_ROOT, database_url
 from core.tune import (
@@ -35,6 +37,8 @@ OTHER_PATH = "Another file…"
 REFRESH_S = 3.0  # how often the study view reads the storage again
 STUDY = "tune_study"  # session state: the study shown
 MESSAGE = "tune_message"  # session state: (kind, text) shown once after a rerun
+ADAPT_PAGE = "screens/adapt.py"
+ADAPT_CHECKPOINT_KEY = "checkpoint"  # the Adapt page's checkpoint selectbox
 OPTUNA_TABLE = "studies"  # Optuna's table: absent until a first study exists
 
 
@@ -70,6 +74,21 @@ def tune_job_of(study_name: str):
         if job.payload.get("study_name") == study_name:
             return job
     return None
+
+
+def open_on_adapt(path: str, study_name: str) -> None:
+    """A button that opens the checkpoint on Adapt. Adapt takes no checkpoint by query parameter: its checkpoint
+    selectbox's session state (label "<name> — <path>", as the Adapt page and the Jobs page write it) chooses it."""
+    entry = next((e for e in find_checkpoints() if str(e.path) == str(path) and e.error is None), None)
+    if entry is None:
+        st.caption("Not in a checkpoint folder the dashboard searches (see the Checkpoints page).")
+        return
+    if not is_image_classifier(entry.metadata):
+        st.caption("Adapt works with image classifiers; this checkpoint is not one.")
+        return
+    if st.button("Open the best trial on Adapt", key=f"tune_adapt_{study_name}"):
+        st.session_state[ADAPT_CHECKPOINT_KEY] = f"{entry.name} — {short_path(entry.path)}"
+        st.switch_page(ADAPT_PAGE)
 
 
 def launch(request: TuneRequest) -> tuple[int, str]:
@@ -209,12 +228,8 @@ def study_view(name: str) -> None:
     checkpoint = result.best_checkpoint or best.user_attrs.get(CHECKPOINT_ATTR)
     if checkpoint and Path(checkpoint).is_file():
         st.code(ship_command(checkpoint, name), language="bash")
-    st.caption(
-        "To open it on Adapt: the Adapt page takes no checkpoint by link yet; choose this file in its Checkpoint "
-        "list (checkpoints under `runs/` are listed there; Adapt shows image classifiers only, so a sine "
-        "regression trial is not among them)."
-    )
-    st.page_link("screens/adapt.py", label="Adapt page")
+    if checkpoint:
+        open_on_adapt(checkpoint, name)
 
 
 study_view(selected)

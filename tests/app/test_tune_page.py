@@ -121,3 +121,34 @@ def test_a_stored_study_shows_its_trials_figures_and_best_trial(dashboard, tmp_p
     assert any(f"**Best: trial {result.best_trial}**" in m for m in texts(at.markdown))
     # A regression checkpoint has no held-out classes to package with: the page says how to measure it.
     assert f"python -m core evaluate --checkpoint {result.best_checkpoint}" in texts(at.code)
+    assert any("Not in a checkpoint folder the dashboard searches" in c for c in texts(at.caption))
+
+
+def test_the_best_trial_of_an_image_classifier_study_opens_on_adapt(dashboard, with_checkpoint: Path) -> None:
+    """A study whose best trial wrote an image classifier (here the tiny Conv4 in the dashboard's checkpoint folder)."""
+    from core.settings import database_url
+    from core.tune import CHECKPOINT_ATTR, METRIC_ATTR, PARAMS_ATTR, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="images", storage=open_storage(database_url()), direction="maximize")
+    study.set_user_attr(METRIC_ATTR, "accuracy")
+    distribution = {"rule.lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)}
+    for number, (rate, accuracy) in enumerate([(0.01, 0.5), (0.2, 0.75)]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"rule.lr": rate},
+                distributions=distribution,
+                value=accuracy,
+                intermediate_values={10: accuracy - 0.1, 20: accuracy},
+                user_attrs={PARAMS_ATTR: {"rule.lr": rate}, CHECKPOINT_ATTR: str(with_checkpoint if number else "")},
+            )
+        )
+    at = dashboard.app(TUNE).run()
+    assert_clean(at)
+    assert any("**Best: trial 1**, validation accuracy 0.75" in m for m in texts(at.markdown))
+    assert any(f"python -m core package --checkpoint {with_checkpoint} --name images" in c for c in texts(at.code))
+    next(b for b in at.button if b.label == "Open the best trial on Adapt").click()
+    at = at.run()
+    assert_clean(at)
+    assert at.session_state["checkpoint"].endswith(str(with_checkpoint.name))
+    assert at.selectbox(key="checkpoint").value == at.session_state["checkpoint"]  # the Adapt page, this checkpoint
