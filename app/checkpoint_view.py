@@ -17,8 +17,8 @@ import streamlit as st
 
 from app import charts
 from app.formatting import percent, rule_label
-from app.resources import cached_loader
-from core.checkpoint import CheckpointMetadata, ValidationResult, file_sha256
+from app.resources import cached_loader, short_path
+from core.checkpoint import CheckpointEntry, CheckpointMetadata, ValidationResult, file_sha256, find_checkpoints
 from core.config import ConfigError
 from core.device import pick_device
 from core.packaging import AdaptivityUnavailable, adaptivity_protocol, measure_adaptivity
@@ -26,6 +26,8 @@ from core.rule_spread import RuleSpread
 from core.settings import omniglot_root
 
 TRAIN_COMMAND = "python -m core train --config configs/omniglot/conv4_alfa_maml.toml"
+ADAPT_PAGE = "screens/adapt.py"
+ADAPT_CHECKPOINT_KEY = "checkpoint"  # the session-state key of the Adapt page's checkpoint selectbox
 
 
 @dataclass(frozen=True)
@@ -239,3 +241,25 @@ def render_adaptivity(path: Path, metadata: CheckpointMetadata, key: str) -> Non
     where = "recorded when the checkpoint was packaged" if recorded else "measured now, not stored in the file"
     st.caption(f"{adaptivity_caption(spread)} ({spread.data}, {spread.n_way}-way {spread.k_shot}-shot, "
                f"{spread.steps} steps, seed {spread.seed}; {where}.)")
+
+
+def adapt_choice_label(entry: CheckpointEntry) -> str:
+    """How the Adapt page's checkpoint selectbox names a checkpoint (and how other pages choose one there)."""
+    return f"{entry.name} — {short_path(entry.path)}"
+
+
+def open_on_adapt_button(path: str, label: str, key: str) -> None:
+    """A button that opens the checkpoint at ``path`` on the Adapt page, or a caption saying why it cannot.
+
+    Adapt takes no checkpoint by query parameter: setting its selectbox's session state chooses the checkpoint.
+    """
+    entry = next((e for e in find_checkpoints() if str(e.path) == str(path) and e.error is None), None)
+    if entry is None:
+        st.caption("Not in a checkpoint folder the dashboard searches (see the Checkpoints page).")
+        return
+    if not is_image_classifier(entry.metadata):
+        st.caption("Adapt works with image classifiers; this checkpoint is not one.")
+        return
+    if st.button(label, key=key):
+        st.session_state[ADAPT_CHECKPOINT_KEY] = adapt_choice_label(entry)
+        st.switch_page(ADAPT_PAGE)

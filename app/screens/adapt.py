@@ -11,7 +11,13 @@ import json
 
 import streamlit as st
 
-from app.checkpoint_view import TRAIN_COMMAND, is_image_classifier, render_checkpoint_summary
+from app.checkpoint_view import (
+    ADAPT_CHECKPOINT_KEY,
+    TRAIN_COMMAND,
+    adapt_choice_label,
+    is_image_classifier,
+    render_checkpoint_summary,
+)
 from app.formatting import rule_label
 from app.resources import cached_loader, get_store, run_executor, short_path
 from app.run_progress import follow
@@ -67,8 +73,8 @@ if not usable:
         st.page_link("screens/checkpoints.py", label="See the files that were found but cannot be used")
     st.stop()
 
-labels = [f"{entry.name} — {short_path(entry.path)}" for entry in usable]
-chosen_label = st.selectbox("Checkpoint", labels, key="checkpoint", on_change=_forget_finished_run)
+labels = [adapt_choice_label(entry) for entry in usable]
+chosen_label = st.selectbox("Checkpoint", labels, key=ADAPT_CHECKPOINT_KEY, on_change=_forget_finished_run)
 checkpoint = usable[labels.index(chosen_label)]
 metadata = checkpoint.metadata
 with st.expander("About this checkpoint"):

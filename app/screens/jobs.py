@@ -14,7 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.checkpoint_view import is_image_classifier
+from app.checkpoint_view import open_on_adapt_button
 from app.resources import short_path
 from core.checkpoint import find_checkpoints
 from core.jobs import (
@@ -40,8 +40,6 @@ LISTED_JOBS = 50
 OWN = "(the checkpoint's own)"
 MESSAGE = "jobs_message"  # session state: (kind, text) shown once after a submit
 STATUS_ICONS = {"queued": "🕒", "running": "⏳", "succeeded": "✅", "failed": "❌", "cancelled": "⏹️"}
-ADAPT_PAGE = "screens/adapt.py"
-ADAPT_CHECKPOINT_KEY = "checkpoint"  # the Adapt page's checkpoint selectbox
 
 
 def _duration(seconds: float | None) -> str:
@@ -160,26 +158,12 @@ def _evaluation_result(job: JobRecord) -> None:
     st.plotly_chart(_histogram(evaluation), key=f"jobs_histogram_{job.id}")
 
 
-def _open_on_adapt(path: str, job_id: int) -> None:
-    """Adapt has no query parameter for its checkpoint; its selectbox's session state chooses it instead."""
-    entry = next((entry for entry in find_checkpoints() if str(entry.path) == path and entry.error is None), None)
-    if entry is None:
-        st.caption("Not in a checkpoint folder the dashboard searches (see the Checkpoints page).")
-        return
-    if not is_image_classifier(entry.metadata):
-        st.caption("Adapt works with image classifiers; this checkpoint is not one.")
-        return
-    if st.button("Open on Adapt", key=f"jobs_adapt_{job_id}"):
-        st.session_state[ADAPT_CHECKPOINT_KEY] = f"{entry.name} — {short_path(entry.path)}"
-        st.switch_page(ADAPT_PAGE)
-
-
 def _train_result(job: JobRecord) -> None:
     best = job.result.get("best_checkpoint")
     st.write(f"{job.result.get('iterations')} iterations, best validation score {job.result.get('best_score')}")
     if best and Path(best).is_file():
         st.write(f"Best checkpoint: `{short_path(best)}`")
-        _open_on_adapt(best, job.id)
+        open_on_adapt_button(best, "Open on Adapt", key=f"jobs_adapt_{job.id}")
 
 
 def _job(job: JobRecord) -> None:

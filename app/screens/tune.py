@@ -14,9 +14,8 @@ import optuna
 import streamlit as st
 from sqlalchemy import inspect
 
-from app.checkpoint_view import is_image_classifier
-from app.resources import get_store, short_path
-from core.checkpoint import find_checkpoints
+from app.checkpoint_view import open_on_adapt_button
+from app.resources import get_store
 from core.config import TUNE_SECTION, ConfigError
 from core.settings import REPO_ROOT, database_url
 from core.tune import (
@@ -37,8 +36,6 @@ OTHER_PATH = "Another file…"
 REFRESH_S = 3.0  # how often the study view reads the storage again
 STUDY = "tune_study"  # session state: the study shown
 MESSAGE = "tune_message"  # session state: (kind, text) shown once after a rerun
-ADAPT_PAGE = "screens/adapt.py"
-ADAPT_CHECKPOINT_KEY = "checkpoint"  # the Adapt page's checkpoint selectbox
 OPTUNA_TABLE = "studies"  # Optuna's table: absent until a first study exists
 
 
@@ -74,21 +71,6 @@ def tune_job_of(study_name: str):
         if job.payload.get("study_name") == study_name:
             return job
     return None
-
-
-def open_on_adapt(path: str, study_name: str) -> None:
-    """A button that opens the checkpoint on Adapt. Adapt takes no checkpoint by query parameter: its checkpoint
-    selectbox's session state (label "<name> — <path>", as the Adapt page and the Jobs page write it) chooses it."""
-    entry = next((e for e in find_checkpoints() if str(e.path) == str(path) and e.error is None), None)
-    if entry is None:
-        st.caption("Not in a checkpoint folder the dashboard searches (see the Checkpoints page).")
-        return
-    if not is_image_classifier(entry.metadata):
-        st.caption("Adapt works with image classifiers; this checkpoint is not one.")
-        return
-    if st.button("Open the best trial on Adapt", key=f"tune_adapt_{study_name}"):
-        st.session_state[ADAPT_CHECKPOINT_KEY] = f"{entry.name} — {short_path(entry.path)}"
-        st.switch_page(ADAPT_PAGE)
 
 
 def launch(request: TuneRequest) -> tuple[int, str]:
@@ -229,7 +211,7 @@ def study_view(name: str) -> None:
     if checkpoint and Path(checkpoint).is_file():
         st.code(ship_command(checkpoint, name), language="bash")
     if checkpoint:
-        open_on_adapt(checkpoint, name)
+        open_on_adapt_button(checkpoint, "Open the best trial on Adapt", key=f"tune_adapt_{name}")
 
 
 study_view(selected)
