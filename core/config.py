@@ -231,7 +231,28 @@ def _build(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for item in fields(cls):
+        if item.name in values:
+            _check_scalar_type(item.type, values[item.name], item.name if where == "top level" else f"{where}.{item.name}")
     return cls(**values)
+
+
+# TOML scalars each annotation accepts (annotations are strings here: ``from __future__ import annotations``); an
+# int is a valid float, a bool is neither. Other annotations (tables, lists, sections) are checked where they are used.
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_scalar_type(annotation: object, value: Any, key: str) -> None:
+    """A wrongly typed scalar (``iterations = "many"``) is a ConfigError naming the key, not a TypeError later."""
+    if not isinstance(annotation, str):
+        return
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if base not in _SCALAR_TYPES or (optional and value is None):
+        return
+    if isinstance(value, bool) != (base == "bool") or not isinstance(value, _SCALAR_TYPES[base]):
+        raise ConfigError(f"{key} must be {_TYPE_WORDS[base]}, not {value!r}")
 
 
 # ``meta.algorithm`` of configs written before meta-gradient estimators were registered (the configs stored in the

@@ -113,6 +113,11 @@ def test_there_are_configs_for_each_experiment():
         ({"meta": {"iterations": 0}}, "meta.iterations"),
         ({"task": {"n_way": 1}}, "n_way"),
         ({"colour": "blue"}, "colour"),
+        ({"meta": {"iterations": "many"}}, "meta.iterations must be a whole number, not 'many'"),
+        ({"meta": {"inner_steps": 2.5}}, "meta.inner_steps must be a whole number, not 2.5"),
+        ({"meta": {"outer_lr": True}}, "meta.outer_lr must be a number, not True"),
+        ({"meta": {"batched": 1}}, "meta.batched must be true or false, not 1"),
+        ({"seed": "0"}, "seed must be a whole number, not '0'"),
     ],
 )
 def test_bad_configs(raw, message):
