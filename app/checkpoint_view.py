@@ -19,6 +19,7 @@ from app import charts
 from app.formatting import percent, rule_label
 from app.resources import cached_loader, short_path
 from core.checkpoint import CheckpointEntry, CheckpointMetadata, ValidationResult, file_sha256, find_checkpoints
+from core.checkpoint.learner_io import proximal_lambda_of
 from core.config import ConfigError
 from core.device import pick_device
 from core.packaging import AdaptivityUnavailable, adaptivity_protocol, measure_adaptivity
@@ -108,6 +109,9 @@ def checkpoint_rows(metadata: CheckpointMetadata) -> list[dict[str, str]]:
         ("Inner steps", f"train {metadata.inner_steps.train}, eval {metadata.inner_steps.eval}"),
         ("Head", metadata.head_init),
     ]
+    lam = proximal_lambda_of(metadata)
+    if lam > 0:  # adaptation solves the proximal problem the file was trained on (shown only when it is not plain)
+        rows.append(("Inner problem", f"support loss + {lam:g}/2 ‖y − x‖² (proximal, x the initialisation)"))
     if training is not None and training.data is not None:
         data = training.data
         splits = [("train", data.train), ("val", data.val), ("test", data.test), ("rotations", data.rotations)]
@@ -119,7 +123,12 @@ def checkpoint_rows(metadata: CheckpointMetadata) -> list[dict[str, str]]:
             "?" if value is None else str(value)
             for value in (training.iterations, training.tasks_seen, training.wall_seconds, training.device)
         )
-        rows.append(("Training", f"{iterations} iterations, {tasks} tasks, {seconds} s on {device}"))
+        estimator = "" if training.estimator is None else f", meta-gradient {training.estimator}"
+        rows.append(("Training", f"{iterations} iterations, {tasks} tasks, {seconds} s on {device}{estimator}"))
+        if training.tuning is not None:
+            rows.append(("Tuning trial", f"trial {training.tuning.trial} of study {training.tuning.study}: "
+                         + ", ".join(f"{key} = {value:g}" if isinstance(value, float) else f"{key} = {value}"
+                                     for key, value in training.tuning.params.items())))
     protocol = validation_protocol(metadata)
     for measured in measured_metrics(metadata):
         how = f" ({protocol}, measured during training)" if protocol else ""

@@ -317,6 +317,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from core.checkpoint import read_metadata, supported_rules
+    from core.checkpoint.learner_io import proximal_lambda_of
 
     metadata = read_metadata(_checkpoint(args))
     if args.json:
@@ -329,9 +330,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"rule:      {metadata.rule.config} (supports: {', '.join(supported_rules(metadata))})")
     print(f"head:      {metadata.head_init}")
     print(f"image:     {None if metadata.image is None else metadata.image.to_dict()}")
+    lam = proximal_lambda_of(metadata)
+    inner_problem = "support loss" if lam == 0 else f"support loss + {lam:g}/2 ||y - x||^2 (proximal)"
+    print(f"inner:     {metadata.inner_steps.eval} steps at evaluation ({metadata.inner_steps.train} in training), "
+          f"{inner_problem}")
     if training is not None:
-        print(f"trained:   {training.tasks_seen} tasks, {training.wall_seconds} s on {training.device}")
+        print(f"trained:   {training.tasks_seen} tasks, {training.wall_seconds} s on {training.device}"
+              f"{'' if training.estimator is None else f', meta-gradient {training.estimator}'}")
         print(f"command:   {training.command}")
+        if training.tuning is not None:
+            print(f"tuning:    trial {training.tuning.trial} of study {training.tuning.study!r}, "
+                  f"{json.dumps(dict(training.tuning.params))}")
     if validation is not None:
         print(f"validation: {validation.metric} {validation.mean:.4f} ± {validation.ci95 or 0:.4f}")
     return 0

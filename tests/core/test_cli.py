@@ -272,3 +272,21 @@ def test_evaluate_with_test_time_augmentation_and_its_clear_errors(real_omniglot
     assert "--tta-ranges: unknown key(s): spin" in capsys.readouterr().err
     assert main([*base, "--tta-copies", "-1", "--tta-ranges", ranges]) == 2
     assert "at least 1 copy" in capsys.readouterr().err
+
+
+def test_info_names_the_inner_problem_and_the_estimator_of_a_proximal_checkpoint(tmp_path, capsys):
+    """``info`` says what adapting the checkpoint solves: the proximal inner problem it was trained with."""
+    import tomllib
+
+    from core.config import config_from_dict
+    from core.train import Trainer
+
+    raw = tomllib.loads((REPO / "configs/sine/tune_tiny.toml").read_text())
+    raw["output_dir"] = str(tmp_path / "run")
+    raw["meta"].update(estimator="imaml", proximal_lambda=0.5, iterations=2, inner_steps=2, eval_inner_steps=3)
+    raw["validation"] = {"every": 2, "episodes": 4}
+    Trainer(config_from_dict(raw), device="cpu", progress=False).run()
+    assert main(["info", "--checkpoint", str(tmp_path / "run" / "best.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "inner:     3 steps at evaluation (2 in training), support loss + 0.5/2 ||y - x||^2 (proximal)" in out
+    assert "meta-gradient imaml" in out
