@@ -29,6 +29,7 @@ def test_a_proximal_checkpoint_says_which_inner_problem_adapting_solves_and_how_
 
 def test_a_plain_checkpoint_shows_no_inner_problem_row(tmp_path) -> None:
     plain = read_metadata(save_sine_checkpoint(tmp_path / "sine.safetensors"))
-    rows = {row["field"]: row["value"] for row in checkpoint_rows(dataclasses.replace(plain, training=_training({"meta": {}}, "maml")))}
+    metadata = dataclasses.replace(plain, training=_training({"meta": {}}, "maml"))
+    rows = {row["field"]: row["value"] for row in checkpoint_rows(metadata)}
     assert "Inner problem" not in rows and "Tuning trial" not in rows
     assert rows["Training"].endswith("on cpu, meta-gradient maml")
