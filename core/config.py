@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,9 +231,6 @@ def _build(cls, values: dict[str, Any], where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    for item in fields(cls):
-        if item.name in values:
-            _check_scalar_type(item.type, values[item.name], item.name if where == "top level" else f"{where}.{item.name}")
     return cls(**values)
 
 
@@ -241,6 +238,17 @@ def _build(cls, values: dict[str, Any], where: str):
 # int is a valid float, a bool is neither. Other annotations (tables, lists, sections) are checked where they are used.
 _SCALAR_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_types(section: Any, where: str = "") -> None:
+    """Every scalar of the config's sections has its annotated type (recursing into nested dataclasses)."""
+    for item in fields(section):
+        value = getattr(section, item.name)
+        key = f"{where}{item.name}"
+        if is_dataclass(value) and not isinstance(value, type):
+            _check_types(value, f"{key}.")
+        else:
+            _check_scalar_type(item.type, value, key)
 
 
 def _check_scalar_type(annotation: object, value: Any, key: str) -> None:
@@ -297,7 +305,14 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     sections = {k: _build(cls, raw.get(k, {}), k) for k, cls in _SECTIONS.items() if cls is not RuleConfig}
     sections["rule"] = RuleConfig.from_table(raw.get("rule", {}), sections["meta"].inner_steps)
     config = _build(TrainConfig, {**top, **sections}, "top level")
-    _validate(config)
+    # The dedicated checks first (their messages say more: the choices, the allowed range); then every scalar's type,
+    # so that a wrongly typed value (iterations = "many") is a ConfigError naming its key, not a TypeError later.
+    try:
+        _validate(config)
+    except TypeError:
+        _check_types(config)
+        raise
+    _check_types(config)
     return config
 
 
