@@ -297,6 +297,13 @@ def _query_labels(episode: OwnEpisode) -> None:
     cells = st.columns(4)
     for index, query in enumerate(episode.queries):
         key = f"query_label_{query.image_id}"
+        # A label widget still on the page holds the user's latest choice; the episode keeps it while the widget is
+        # away (another input shown) and drops labels of removed classes. Reading the widget first means a choice
+        # whose on_change did not reach the episode is not overwritten: in a browser test under heavy load, the
+        # first of two quick label choices came back "unlabelled" when the episode alone was written back.
+        shown = st.session_state.get(key)
+        if shown is not None:
+            episode.labels[query.image_id] = shown if shown in class_ids else None
         label = episode.labels.get(query.image_id)
         st.session_state[key] = label if label in class_ids else UNLABELLED  # the episode holds the truth
         with cells[index % 4]:
