@@ -137,7 +137,7 @@ def run_heldout(names: list[str]) -> list[dict]:
             row = {
                 "name": name, "estimator": config.meta.estimator, "checkpoint": str(checkpoint.relative_to(ROOT)),
                 "way": way, "shot": shot, "protocol": "any-classes", "accuracy": result.mean,
-                "ci95": result.ci95, "episodes": EPISODES, "steps": result.steps,
+                "ci95": result.ci95, "episodes": EPISODES, "steps": result.steps, "head_init": result.head_init,
                 "proximal_lambda": config.meta.proximal_lambda, "seconds": round(time.perf_counter() - started, 1),
                 "command": f"OMP_NUM_THREADS=1 python bench/omniglot_estimators.py heldout --only {name}",
             }
