@@ -353,7 +353,7 @@ BENCH_FILES: dict[str, BenchSpec[Any]] = {
             "omniglot",
             "Omniglot Conv4 per estimator",
             "bench/results/omniglot_estimators.json",
-            "python bench/omniglot_estimators.py",
+            "OMP_NUM_THREADS=1 python bench/omniglot_estimators.py heldout && python bench/omniglot_estimators.py cost",
             _omniglot,
         ),
     )
