@@ -47,6 +47,21 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _wait_until_serving(url: str, server: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until the Streamlit server at ``url`` answers its health check; fails with its log if it dies or stalls."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+                if answer.read().decode().strip() == "ok":
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"streamlit did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def sync_playwright():
     try:
@@ -113,17 +128,7 @@ def dashboard(tmp_path_factory, sync_playwright) -> Iterator[dict[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{(tmp / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        _wait_until_serving(url, server, tmp / "streamlit.log")
         yield {"url": url, "database": database, "checkpoint": str(checkpoint)}
     finally:
         server.terminate()

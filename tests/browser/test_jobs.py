@@ -10,15 +10,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.app.builders import save_sine_checkpoint
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, WAIT_MS, _free_port, _wait_idle, sync_playwright
+from tests.browser.test_dashboard import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    WAIT_MS,
+    _free_port,
+    _wait_idle,
+    _wait_until_serving,
+    sync_playwright,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -62,17 +68,7 @@ def jobs_dashboard(tmp_path, sync_playwright) -> Iterator[dict[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{(tmp_path / 'streamlit.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        _wait_until_serving(url, server, tmp_path / "streamlit.log")
         yield {"url": url, "checkpoint": str(checkpoint)}
     finally:
         server.terminate()
