@@ -1,0 +1,1 @@
+"""Test infrastructure shared by the tests and the bench scripts: simulated hosts and real servers."""
