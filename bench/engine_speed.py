@@ -8,6 +8,7 @@ the targets of issue 4 and writes JSON.
     python bench/engine_speed.py --groups latency eval    # some groups
     python bench/engine_speed.py --cases conv4-84-train-2nd --repeats 2
     python bench/engine_speed.py --threads 1              # one intra-op thread per case
+    python bench/engine_speed.py --device cuda            # on the GPU (default: $FEWSHOT_DEVICE, else auto)
     FEWSHOT_TUNE_MALLOC=0 python bench/engine_speed.py    # glibc's default allocator (see core.device)
 
 Groups:
@@ -106,7 +107,7 @@ def _synthetic_task(torch, case, device, generator):
     return support, labels_s, query, labels_q
 
 
-def run_case(name: str, repeats: int) -> dict:
+def run_case(name: str, repeats: int, device_name: str | None = None) -> dict:
     from core.device import tune_host_allocator
 
     allocator_tuned = tune_host_allocator()  # as the CLI does (FEWSHOT_TUNE_MALLOC=0 measures glibc's default)
@@ -122,7 +123,7 @@ def run_case(name: str, repeats: int) -> dict:
     case = CASES[name]
     kind, n_way, steps = case["kind"], case["n_way"], case["steps"]
     repeats = min(repeats, case["max_repeats"] or repeats)
-    device = pick_device()
+    device = pick_device(device_name)  # None: the FEWSHOT_DEVICE setting, else CUDA, MPS or the CPU
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     rule_config = RuleConfig.from_table({"name": case["rule"], "lr": 0.1}, inner_steps=steps).as_rule_dict()
@@ -288,6 +289,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch intra-op threads per case (default: torch's)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per case")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: $FEWSHOT_DEVICE, else auto)")
     parser.add_argument("--out", default="bench/results/engine_speed.json")
     parser.add_argument("--markdown", metavar="JSON", help="print the README tables of an earlier report and stop")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -300,14 +302,24 @@ def main() -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_case(args.one, args.repeats)))
+        print(json.dumps(run_case(args.one, args.repeats, args.device)))
         return 0
+    if args.device:  # a device this machine lacks stops here, not once per case (a case's own process tunes the
+        # allocator before it imports torch, so the check is here, in the parent)
+        from core.device import pick_device
+
+        try:
+            pick_device(args.device)
+        except ValueError as error:
+            parser.error(str(error))
     names = args.cases or [n for n, c in CASES.items() if not args.groups or c["group"] in args.groups]
     rows = []
     for name in names:
         command = [sys.executable, __file__, "--one", name, "--repeats", str(args.repeats)]
         if args.threads:
             command += ["--threads", str(args.threads)]
+        if args.device:
+            command += ["--device", args.device]
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         except subprocess.TimeoutExpired:
