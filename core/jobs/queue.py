@@ -23,16 +23,25 @@ from typing import IO, Any
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey, TaskWrapper
+from redis import ConnectionPool
+from redis.exceptions import RedisError
 
 from core import settings
 
 QUEUE_NAME = "fewshot-jobs"
 TASK_NAME = "run_job"
 IDLE_POLL_MAX_S = 1.0  # an idle consumer looks for new jobs at least this often (Huey's default is 10 s)
+# A Redis host that does not answer (down, firewalled) fails a connection after this long, not after the kernel's
+# TCP timeout of minutes. Only the connect: reads block for up to Huey's BRPOP timeout (1 s) by design.
+REDIS_CONNECT_TIMEOUT_S = 5.0
 
 _queues: dict[str, tuple[Huey, TaskWrapper]] = {}
 _queues_lock = threading.Lock()
 _spawned: list[subprocess.Popen[bytes]] = []
+
+
+class JobQueueUnreachable(ConnectionError):
+    """The configured Redis queue does not answer; the message names its URL and the reason."""
 
 
 def _run_job_task(job_id: int) -> str:
@@ -48,7 +57,8 @@ def job_queue() -> tuple[Huey, TaskWrapper]:
     with _queues_lock:
         if key not in _queues:
             if redis_url:
-                huey: Huey = RedisHuey(QUEUE_NAME, url=redis_url, results=False)
+                pool = ConnectionPool.from_url(redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S)
+                huey: Huey = RedisHuey(QUEUE_NAME, connection_pool=pool, results=False)
             else:
                 path = settings.job_queue_file()
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,17 +69,40 @@ def job_queue() -> tuple[Huey, TaskWrapper]:
         return _queues[key]
 
 
+def _unreachable(error: RedisError) -> JobQueueUnreachable:
+    return JobQueueUnreachable(f"the job queue's Redis at {settings.jobs_redis_url()} cannot be reached: {error}")
+
+
+def check_queue_reachable() -> None:
+    """Raise :class:`JobQueueUnreachable` when the configured Redis queue does not answer a PING (a SQLite queue
+    is a local file: nothing to check)."""
+    if not settings.jobs_redis_url():
+        return
+    huey, _ = job_queue()
+    try:
+        huey.storage.conn.ping()
+    except RedisError as error:
+        raise _unreachable(error) from error
+
+
 def enqueue(job_id: int) -> str:
-    """Put job ``job_id`` on the queue; returns Huey's task id (kept in the row to revoke it)."""
+    """Put job ``job_id`` on the queue; returns Huey's task id (kept in the row to revoke it).
+    :class:`JobQueueUnreachable` when the Redis queue does not answer."""
     huey, task = job_queue()
     message = task.s(job_id)
-    huey.enqueue(message)
+    try:
+        huey.enqueue(message)
+    except RedisError as error:
+        raise _unreachable(error) from error
     return message.id
 
 
 def revoke(task_id: str) -> None:
     huey, _ = job_queue()
-    huey.revoke_by_id(task_id)
+    try:
+        huey.revoke_by_id(task_id)
+    except RedisError as error:
+        raise _unreachable(error) from error
 
 
 # ----- the embedded worker -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from core import settings
-from core.jobs.queue import run_consumer, take_worker_lock
+from core.jobs.queue import JobQueueUnreachable, check_queue_reachable, run_consumer, take_worker_lock
 from core.jobs.runner import worker_identity
 from core.jobs.service import fail_jobs_of_this_worker, recover_orphaned_jobs
 
@@ -14,6 +14,11 @@ def run_worker(workers: int | None = None, embedded: bool = False) -> int:
     """Serve the queue until stopped. ``embedded``: the dashboard's own worker, which exits at once when another
     live worker already holds the queue's lock (two dashboards starting one each at the same moment)."""
     workers = workers or settings.job_workers()
+    try:
+        check_queue_reachable()  # else Huey's consumer would log the same connection error every second, forever
+    except JobQueueUnreachable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     lock = None if settings.jobs_redis_url() else take_worker_lock()
     if embedded and lock is None:
         print("another worker already serves this queue", file=sys.stderr)
