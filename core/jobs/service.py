@@ -16,6 +16,7 @@ from core.settings import database_url
 from core.store.database import is_sqlite_memory
 from core.store.jobs import MAX_STARTED_BY_LENGTH, JobRecord, StoredEvaluation
 from core.store.models import utcnow
+from core.store.permissions import LOCAL, Actor, check_may_change
 
 # A worker beats every 5 s (core.jobs.runner.HEARTBEAT_INTERVAL_S); a minute without one means it is gone (or so
 # stuck that its job is lost anyway). Only used for workers on other hosts: on this host the pid is checked.
@@ -54,10 +55,15 @@ def submit_job(kind: str, arguments: JobArguments, started_by: str) -> int:
     return job_id
 
 
-def cancel_job(job_id: int) -> None:
+def cancel_job(job_id: int, by: Actor = LOCAL) -> None:
     """Cancel a job: a queued one at once (and revoked from the queue), a running one by its flag, which the
-    worker reads at its next progress report. ``ValueError`` for a job that has already finished."""
+    worker reads at its next progress report. ``ValueError`` for a job that has already finished.
+
+    Only the one who started it (``started_by``) or an admin may (``core.store.permissions``): otherwise
+    ``NotPermitted`` and the job goes on. ``by`` defaults to :data:`LOCAL`, the single-user dashboard and the
+    command line (``python -m core jobs cancel``), whose user can reach the database anyway."""
     jobs = open_store().jobs
+    check_may_change(by, "job", {job_id: jobs.record(job_id).started_by})
     if jobs.cancel_queued(job_id):
         task_id = jobs.record(job_id).queue_task_id
         if task_id is not None:

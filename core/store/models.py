@@ -144,6 +144,8 @@ class RunRow(Base):
     # Revision 0003. The server default fills the tags of runs stored before it (and keeps ADD COLUMN cheap).
     name: Mapped[str | None] = mapped_column(String(100))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    # Revision 0006: who made the run (core.store.permissions); "" for runs stored before it (no owner).
+    owner: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     checkpoint: Mapped[CheckpointRow | None] = relationship(lazy="raise")
     # passive_deletes: the database's ON DELETE CASCADE removes children; the ORM need not load them first.
@@ -332,3 +334,5 @@ class LabStudyRow(Base):
     settings: Mapped[str] = mapped_column(Text)
     results: Mapped[str] = mapped_column(Text)
     wall_seconds: Mapped[float] = mapped_column(Double)
+    # Revision 0006: who saved the study (core.store.permissions); "" for studies stored before it.
+    owner: Mapped[str] = mapped_column(String(100), default="", server_default="")

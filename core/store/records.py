@@ -166,7 +166,8 @@ class RunSummary:
 
     ``rules`` lists the adaptations in run order; ``accuracies`` maps each rule to its accuracy (if a rule
     was adapted twice in one run, the later adaptation wins there; ``RunDetail.adaptations`` has both).
-    ``steps`` is the number of inner steps the run asked for; ``name``/``tags``/``note`` are the user's.
+    ``steps`` is the number of inner steps the run asked for; ``name``/``tags``/``note`` are the user's;
+    ``owner`` who made it.
     """
 
     id: int
@@ -188,6 +189,9 @@ class RunSummary:
     steps: int
     name: str | None
     tags: list[str]
+    # Who made the run (revision 0006; see core.store.permissions): "" for a run with no owner, stored before
+    # sign-in existed or by a visitor who had not signed in. Keyword-only so that RunDetail's fields can follow.
+    owner: str = field(default="", kw_only=True)
 
 
 @dataclass(frozen=True)

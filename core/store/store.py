@@ -6,6 +6,7 @@ timeout on every connection. The schema is owned by the Alembic migrations under
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import math
@@ -33,6 +34,7 @@ from core.store.models import (
     StepTraceRow,
     utcnow,
 )
+from core.store.permissions import LOCAL, MAX_IDENTITY_LENGTH, Actor, check_may_change
 from core.store.records import (
     MAX_NAME_LENGTH,
     MAX_NOTE_LENGTH,
@@ -118,6 +120,18 @@ class Store:
             raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.jobs = JobTable(self._sessions)
+        self.owner = ""  # recorded on the runs (and lab studies) saved through this object; see owned_by
+
+    def owned_by(self, owner: str) -> Store:
+        """This store, on the same connections, recording ``owner`` as who made the runs and lab studies saved
+        through it (``core.store.permissions``: only the owner or an admin may delete them). A dashboard session
+        saves through ``store.owned_by(identity)``; ``Store(url)`` itself records ``""`` (no owner).
+        Closing either closes both."""
+        if not isinstance(owner, str) or len(owner) > MAX_IDENTITY_LENGTH:
+            raise ValueError(f"an owner is text of at most {MAX_IDENTITY_LENGTH} characters, not {owner!r}")
+        view = copy.copy(self)
+        view.owner = owner
+        return view
 
     def close(self) -> None:
         """Close the pooled connections (an in-memory database is gone afterwards)."""
@@ -196,6 +210,7 @@ class Store:
             device=run.device,
             status=status,
             error=error,
+            owner=self.owner,
             steps=run.steps,
             total_seconds=total_seconds,
             class_names=list(run.class_names),
@@ -396,14 +411,23 @@ class Store:
 
     # ------------------------------------------------------------------------------ deleting, exporting
 
-    def delete_runs(self, ids: Iterable[int]) -> int:
+    def delete_runs(self, ids: Iterable[int], by: Actor = LOCAL) -> int:
         """Delete runs with everything that belongs to them; returns how many runs were deleted.
 
         Images that no episode item refers to any more are deleted too; unknown ids are ignored.
+        ``by`` asks for it (default :data:`~core.store.permissions.LOCAL`, the single-user default that may delete
+        everything): when some of the runs are not theirs to delete (``core.store.permissions.may_change``), the
+        whole request is refused with ``NotPermitted`` naming those runs, and nothing is deleted, not even the
+        runs that were theirs. Owners are read in the same transaction as the delete.
         """
         ids = list(dict.fromkeys(ids))
         deleted = 0
         with self._sessions.begin() as session:
+            owners: dict[int, str] = {}
+            for chunk in _chunks(ids):
+                for run_id, owner in session.execute(select(RunRow.id, RunRow.owner).where(RunRow.id.in_(chunk))):
+                    owners[run_id] = owner
+            check_may_change(by, "run", owners)
             images: set[str] = set()
             for chunk in _chunks(ids):
                 used = select(EpisodeItemRow.image_sha256).where(EpisodeItemRow.run_id.in_(chunk))
@@ -668,6 +692,7 @@ def _summary_fields(run_row: RunRow) -> dict[str, Any]:
         "steps": run_row.steps,
         "name": run_row.name,
         "tags": list(run_row.tags or []),
+        "owner": run_row.owner,
     }
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.store.models import LabStudyRow
+from core.store.permissions import LOCAL, Actor, check_may_change
 from core.store.records import MAX_NAME_LENGTH
 from core.store.store import Store
 
@@ -48,6 +49,7 @@ class StudySummary:
     name: str
     kind: str
     wall_seconds: float
+    owner: str  # who saved it (revision 0006; core.store.permissions), "" when nobody is recorded
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class StoredStudy:
     settings: dict[str, Any]
     results: dict[str, Any]
     wall_seconds: float
+    owner: str
 
 
 def _clean_name(name: Any) -> str:
@@ -84,6 +87,7 @@ class StudyTable:
 
     def __init__(self, store: Store) -> None:
         self._sessions = sessionmaker(store.engine, expire_on_commit=False)
+        self._owner = store.owner  # a store from Store.owned_by(identity) records who saves
 
     def save(self, study: StudyInput) -> int:
         """Store ``study`` in one transaction (a failure leaves no row); returns its id. ValueError (TypeError for
@@ -111,6 +115,7 @@ class StudyTable:
             settings=_json_text(study.settings, "settings"),
             results=_json_text(study.results, "results"),
             wall_seconds=float(seconds),
+            owner=self._owner,
         )
         with self._sessions.begin() as session:
             session.add(row)
@@ -122,7 +127,12 @@ class StudyTable:
     ) -> list[StudySummary]:
         """Newest first; ``kind`` exactly, ``name_contains`` case-insensitively (``%`` and ``_`` taken literally)."""
         query = select(
-            LabStudyRow.id, LabStudyRow.created_at, LabStudyRow.name, LabStudyRow.kind, LabStudyRow.wall_seconds
+            LabStudyRow.id,
+            LabStudyRow.created_at,
+            LabStudyRow.name,
+            LabStudyRow.kind,
+            LabStudyRow.wall_seconds,
+            LabStudyRow.owner,
         ).order_by(LabStudyRow.created_at.desc(), LabStudyRow.id.desc())
         if kind is not None:
             query = query.where(LabStudyRow.kind == kind)
@@ -146,6 +156,7 @@ class StudyTable:
                 json.loads(row.settings),
                 json.loads(row.results),
                 row.wall_seconds,
+                row.owner,
             )
 
     def rename(self, study_id: int, name: str) -> None:
@@ -153,9 +164,12 @@ class StudyTable:
         with self._sessions.begin() as session:
             self._row(session, study_id).name = name
 
-    def delete(self, study_id: int) -> None:
+    def delete(self, study_id: int, by: Actor = LOCAL) -> None:
+        """Delete a study; ``NotPermitted`` (nothing deleted) when ``by`` may not (see ``core.store.permissions``)."""
         with self._sessions.begin() as session:
-            session.delete(self._row(session, study_id))
+            row = self._row(session, study_id)
+            check_may_change(by, "lab study", {row.id: row.owner})
+            session.delete(row)
 
     @staticmethod
     def _row(session: Session, study_id: int) -> LabStudyRow:
