@@ -35,9 +35,10 @@ def _kill_saves_like_ctrl_c() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def trainer_from_args(args: argparse.Namespace):
+def trainer_from_args(args: argparse.Namespace, ranks=None):
     """The ``core.train.Trainer`` of ``train``'s arguments (the config with ``--output-dir`` and ``--iterations``
-    applied); a background train job (``core.jobs``) builds its trainer here too."""
+    applied); a background train job (``core.jobs``) builds its trainer here too. ``ranks``
+    (``core.distributed.Ranks``): a torchrun process, whose ``--device`` is already this rank's device."""
     from core.config import load_config
     from core.train import Trainer
 
@@ -46,17 +47,25 @@ def trainer_from_args(args: argparse.Namespace):
         config.output_dir = args.output_dir
     if args.iterations:
         config.meta.iterations = args.iterations
-    return Trainer(config, device=args.device, progress=not args.no_progress)
+    return Trainer(config, device=args.device, progress=not args.no_progress, ranks=ranks)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    trainer = trainer_from_args(args)
-    try:
-        with _kill_saves_like_ctrl_c():
-            summary = trainer.run(resume=args.resume)
-    except KeyboardInterrupt:
-        return 130
-    print(json.dumps(summary, indent=2))
+    from core.distributed import process_group, ranks_from_environment
+
+    ranks = ranks_from_environment()  # under torchrun with several processes; None alone
+    with contextlib.ExitStack() as stack:
+        if ranks is not None:
+            # This rank's device: cuda:LOCAL_RANK on GPUs (NCCL), else the CPU (gloo).
+            args.device = str(stack.enter_context(process_group(ranks, args.device)))
+        trainer = trainer_from_args(args, ranks)
+        try:
+            with _kill_saves_like_ctrl_c():
+                summary = trainer.run(resume=args.resume)
+        except KeyboardInterrupt:
+            return 130
+    if ranks is None or ranks.is_main:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -439,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Few-shot meta-learning with learned inner-loop rules")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="meta-train from a TOML config")
+    train = sub.add_parser(
+        "train", help="meta-train from a TOML config (under torchrun: the meta-batch split across the processes)"
+    )
     train.add_argument("--config", required=True, type=Path)
     train.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     train.add_argument("--output-dir", help="override the config's output_dir")
@@ -555,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, ImageError, FileNotFoundError, FileExistsError, ValueError) as error:
-        return _die(str(error))
+        # Notes say where it happened (core.distributed: which training process of several met it).
+        return _die(" ".join([str(error), *getattr(error, "__notes__", [])]))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ Files written to the run's output folder:
 - ``history.jsonl``: one line per validation.
 Task ``i * meta_batch + t`` of the seeded sampler is task ``t`` of iteration ``i``, so a resumed run sees
 exactly the tasks an uninterrupted one would have.
+
+Under torchrun (``ranks`` given, ``core.distributed``) each process computes the meta-gradient of its share of
+the meta-batch and the shares are all-reduced into the whole meta-batch's; rank 0 alone reads and writes the files
+above, validates and shows progress, and hands what it read to the other ranks.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from core.data.augment import AugmentConfig
 from core.data.factory import image_spec
 from core.data.task import Task
 from core.device import pick_device
+from core.distributed import Ranks, all_reduce_meta_gradient, barrier, broadcast_from_main
 from core.learner import Learner
 from core.meta.estimator import LAST_STEP, QueryObjective, build_estimator
 from core.meta.outer_step import choose_outer_step
@@ -49,11 +54,18 @@ from models.backbones import head_names
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True):
+    def __init__(self, config: TrainConfig, device: str | None = None, command: str | None = None, progress: bool = True,
+                 ranks: Ranks | None = None):
+        """``ranks``: this process's place among torchrun's processes, whose process group is already started
+        (``core.distributed.process_group``); None trains alone."""
         self.config = config
         self.device = pick_device(device)
         self.command = command or launch_command()
-        self.progress = progress
+        self.ranks = ranks
+        self.is_main = ranks is None or ranks.is_main
+        # Tasks of each meta-batch this process computes: positions of its share (all of them when alone).
+        self.task_positions = range(config.meta.meta_batch) if ranks is None else ranks.share(config.meta.meta_batch)
+        self.progress = progress and self.is_main
         self.output = config.output_path()
         meta = config.meta
         self.inner_steps = meta.inner_steps
@@ -97,9 +109,9 @@ class Trainer:
 
     # ----- tasks -------------------------------------------------------------------------------------
     def tasks(self, iteration: int) -> list[Task]:
-        batch = self.config.meta.meta_batch
-        indices = range(iteration * batch, (iteration + 1) * batch)
-        return [self.train_source.task(i).to(self.device) for i in indices]
+        """This process's tasks of iteration ``iteration``: the whole meta-batch alone, its share under torchrun."""
+        first = iteration * self.config.meta.meta_batch
+        return [self.train_source.task(first + t).to(self.device) for t in self.task_positions]
 
     # ----- one outer step ----------------------------------------------------------------------------
     def outer_lr(self, iteration: int) -> float:
@@ -117,8 +129,15 @@ class Trainer:
             objective = QueryObjective.multi_step(self.inner_steps, iteration / anneal, self.device)
         self.learner.train()
         estimate = self.estimator.meta_grad(self.tasks(iteration), objective)
+        if self.ranks is None:
+            finite = all(bool(torch.isfinite(g).all()) for g in estimate.grads.values())
+        else:
+            estimate, nonfinite_ranks = all_reduce_meta_gradient(
+                estimate, len(self.task_positions), meta.meta_batch
+            )
+            finite = nonfinite_ranks == 0  # the same count on every rank: all skip or none
         grads, diagnostics = estimate.grads, estimate.summary(self.objective.metric_name)
-        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
+        if not finite:
             # An inner loop that blew up for one task must not poison the meta-parameters: skip, and count it.
             self.skipped_steps += 1
             diagnostics["skipped"] = float(self.skipped_steps)
@@ -178,6 +197,8 @@ class Trainer:
         )
 
     def save_state(self) -> None:
+        if not self.is_main:
+            return  # rank 0 writes the run's files
         progress = TrainingProgress(
             iteration=self.iteration, best_score=self.best_score, skipped_steps=self.skipped_steps,
             wall_seconds=self.wall_seconds, history=self.history, pretraining=self.pretraining,
@@ -234,11 +255,46 @@ class Trainer:
                 if name in tensors:
                     tensor.copy_(tensors[name])
 
+    def share_state_from_main(self, failure: BaseException | None) -> None:
+        """Under torchrun: every rank takes rank 0's meta-parameters, optimizer state and progress (what it resumed,
+        pre-trained or initialised), or raises ``failure`` when rank 0 met one, so all ranks start from the same
+        point and only rank 0 needs the output folder."""
+        assert self.ranks is not None
+        if self.is_main:
+            payload: Any = failure if failure is not None else {
+                "learner": _to_cpu(self.learner.state_dict()),
+                "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "progress": (self.iteration, self.best_score, self.skipped_steps, self.wall_seconds, self.history,
+                             self.pretraining),
+            }
+        else:
+            payload = None
+        received = broadcast_from_main(self.ranks, payload)
+        if failure is not None:
+            raise failure
+        if not self.is_main:
+            self.learner.load_state_dict(received["learner"])
+            self.optimizer.load_state_dict(received["optimizer"])
+            (self.iteration, self.best_score, self.skipped_steps, self.wall_seconds, self.history,
+             self.pretraining) = received["progress"]
+
     def save_deployable(self, name: str, validation: dict[str, Any] | None) -> Path:
         dtype = torch.float16 if self.config.checkpoint.half_precision else None
         return save_learner(self.output / name, self.learner, self.checkpoint_metadata(validation), dtype=dtype)
 
     # ----- loop --------------------------------------------------------------------------------------
+    def start(self, resume: bool) -> None:
+        """Make the output folder, then resume its state, refuse to overwrite it, or pre-train (rank 0 only)."""
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resume and self.load_state():
+            print(f"resumed {self.output} at iteration {self.iteration}", file=sys.stderr)
+        elif (self.output / "state.safetensors").exists() and not resume:
+            raise FileExistsError(
+                f"{self.output} already holds a training run; pass --resume to continue it or choose another output_dir"
+            )
+        elif self.config.pretrain.epochs:
+            self.start_from_pretrained()
+
     def run(
         self,
         resume: bool = False,
@@ -253,15 +309,16 @@ class Trainer:
         If a callback raises, the resumable state is saved (as on Ctrl-C) and the exception re-raised unchanged.
         """
         config = self.config
-        self.output.mkdir(parents=True, exist_ok=True)
-        if resume and self.load_state():
-            print(f"resumed {self.output} at iteration {self.iteration}", file=sys.stderr)
-        elif (self.output / "state.safetensors").exists() and not resume:
-            raise FileExistsError(
-                f"{self.output} already holds a training run; pass --resume to continue it or choose another output_dir"
-            )
-        elif config.pretrain.epochs:
-            self.start_from_pretrained()
+        failure = None
+        if self.is_main:
+            try:
+                self.start(resume)
+            except Exception as error:
+                if self.ranks is None:
+                    raise
+                failure = error
+        if self.ranks is not None:
+            self.share_state_from_main(failure)
         total = config.meta.iterations
         bar = tqdm(total=total, initial=self.iteration, desc=config.name, disable=not self.progress, dynamic_ncols=True)
         last_validation = self.history[-1]["validation"] if self.history else None
@@ -285,7 +342,7 @@ class Trainer:
                 self.wall_seconds += time.perf_counter() - started
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in diagnostics.items()})
-                if self.iteration % config.validation.every == 0 or self.iteration == total:
+                if self.is_main and (self.iteration % config.validation.every == 0 or self.iteration == total):
                     started = time.perf_counter()
                     last_validation = self.validate()
                     self.wall_seconds += time.perf_counter() - started
@@ -301,7 +358,7 @@ class Trainer:
                             self.save_deployable("best.safetensors", last_validation)
                         if on_validation is not None:
                             notify(on_validation, self.iteration, float(last_validation["score"]))
-                if self.iteration % config.checkpoint.every == 0 or self.iteration == total:
+                if self.is_main and (self.iteration % config.checkpoint.every == 0 or self.iteration == total):
                     self.save_deployable("last.safetensors", last_validation)
                     self.save_state()
                 if on_iteration is not None:
@@ -312,7 +369,20 @@ class Trainer:
             raise
         finally:
             bar.close()
-        if not (self.output / "best.safetensors").exists():
+        if self.is_main and not (self.output / "best.safetensors").exists():
             self.save_deployable("best.safetensors", last_validation)
+        # Every rank returns once rank 0's files are written: a finished rank means a finished run.
+        barrier()
         return {"iterations": self.iteration, "wall_seconds": self.wall_seconds, "best_score": self.best_score,
                 "output": str(self.output)}
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` (a state dict: nested dicts and lists) with its tensors on the CPU, to send to other ranks."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
