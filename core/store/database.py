@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,19 +36,40 @@ def is_sqlite_memory(url: str | URL) -> bool:
     return is_sqlite(url) and (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory")
 
 
+def json_text(value: Any) -> str:
+    """The JSON text stored for a JSON column's ``value``, with every NaN or infinity written as ``null``.
+
+    JSON (RFC 8259) has no such numbers: PostgreSQL's ``json`` type refuses the whole value, and on SQLite Python
+    would write ``NaN``, which no standard JSON reader accepts. The float lists that may hold them (a diverged
+    adaptation's probabilities, an evaluation's episode values) read ``null`` back as NaN.
+    """
+    return json.dumps(_finite_or_null(value), allow_nan=False)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def create_store_engine(url: str | URL) -> Engine:
     """An engine for ``url``; on SQLite every new connection gets foreign keys, a busy timeout and WAL.
 
-    An in-memory SQLite database lives as long as its one connection, so it gets a ``StaticPool``: the
-    migrations and every later session then see the same database. A file database gets its folder created.
+    On every database JSON columns are written by :func:`json_text`. An in-memory SQLite database lives as long
+    as its one connection, so it gets a ``StaticPool``: the migrations and every later session then see the same
+    database. A file database gets its folder created.
     """
     url = make_url(url)
     if not is_sqlite(url):
-        return create_engine(url)
+        return create_engine(url, json_serializer=json_text)
     memory = is_sqlite_memory(url)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"json_serializer": json_text}
     if memory:
-        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+        options |= {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     elif url.database and not url.query.get("uri"):
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, **options)

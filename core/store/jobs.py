@@ -107,7 +107,11 @@ def _stored_evaluation(row: EvaluationRow) -> StoredEvaluation:
     values["mean"] = math.nan if row.mean is None else row.mean
     values["ci95"] = math.nan if row.ci95 is None else row.ci95
     return StoredEvaluation(
-        **values, values=list(row.episode_values), id=row.id, job_id=row.job_id, created_at=row.created_at
+        **values,
+        values=[math.nan if value is None else value for value in row.episode_values],
+        id=row.id,
+        job_id=row.job_id,
+        created_at=row.created_at,
     )
 
 

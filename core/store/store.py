@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import enum
 import hashlib
+import json
 import math
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -212,7 +213,7 @@ class Store:
             error=error,
             owner=self.owner,
             steps=run.steps,
-            total_seconds=total_seconds,
+            total_seconds=_none_if_nan(total_seconds),
             class_names=list(run.class_names),
             config=run.config,
             items=[
@@ -239,8 +240,8 @@ class Store:
                 rule_label=adaptation.rule_label,
                 steps=adaptation.steps,
                 head_init=adaptation.head_init,
-                accuracy=adaptation.accuracy,
-                query_loss=adaptation.query_loss,
+                accuracy=_none_if_nan(adaptation.accuracy),
+                query_loss=_none_if_nan(adaptation.query_loss),
                 seconds=adaptation.seconds,
                 traces=_trace_rows(adaptation),
                 predictions=_prediction_rows(adaptation, query_positions),
@@ -404,9 +405,10 @@ class Store:
             raise ValueError(f"unknown column {column_name!r}; choose from {', '.join(_DISTINCT_COLUMNS)}")
         with self._sessions() as session:
             if column_name == "tag":
-                # Tags live in one JSON list per run: the distinct lists, then their union.
-                lists = session.scalars(select(RunRow.tags).distinct())
-                return sorted({tag for tags in lists for tag in tags or []})
+                # Tags live in one JSON list per run: the distinct lists, then their union. Distinct as text:
+                # PostgreSQL's json type has no equality, so DISTINCT cannot compare the lists themselves.
+                lists = session.scalars(select(cast(RunRow.tags, String)).distinct())
+                return sorted({tag for text in lists for tag in json.loads(text) or []})
             return list(session.scalars(select(column).distinct().where(column.is_not(None)).order_by(column)))
 
     # ------------------------------------------------------------------------------ deleting, exporting
@@ -666,8 +668,15 @@ def _chunks(values: list[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
         yield values[start : start + size]
 
 
+def _none_if_nan(value: float | None) -> float | None:
+    # An optional scalar's NaN is stored as NULL on every database, as SQLite does by itself (records.py): PostgreSQL
+    # would keep it, and there a NaN sorts above every number, so ``min_accuracy`` would match a diverged run.
+    return None if value is not None and math.isnan(value) else value
+
+
 def _nan_if_none(value: float | None) -> float:
-    # SQLite stores NaN as NULL; inside lists that are always floats, NULL can only have been a NaN.
+    # SQLite stores NaN as NULL, and JSON lists hold it as null (database.json_text); inside lists that are always
+    # floats, NULL can only have been a NaN.
     return math.nan if value is None else value
 
 
@@ -752,7 +761,7 @@ def _adaptation_detail(adaptation: AdaptationRow) -> AdaptationDetail:
         query_loss=adaptation.query_loss,
         seconds=adaptation.seconds,
         predictions=[prediction.predicted for prediction in predictions],
-        probabilities=[list(prediction.probabilities) for prediction in predictions],
+        probabilities=[[_nan_if_none(p) for p in prediction.probabilities] for prediction in predictions],
         truths=None if all(truth is None for truth in truths) else truths,
         confidences=[_nan_if_none(prediction.confidence) for prediction in predictions],
         support_loss=support_loss,

@@ -92,22 +92,34 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """``CREATE DATABASE name`` (a fresh, empty one); returns its URL."""
-        if not _DATABASE_NAME.fullmatch(name):
-            raise ValueError(f"database name {name!r}: use lower-case letters, digits and _ (at most 63)")
+        self._admin(f'CREATE DATABASE "{_checked_name(name)}"')
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """``DROP DATABASE name``, closing the connections still open to it (``WITH (FORCE)``, PostgreSQL 13+)."""
+        self._admin(f'DROP DATABASE IF EXISTS "{_checked_name(name)}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        """Run ``statement`` outside a transaction on the ``postgres`` database, as the superuser."""
         if self.namespace is None:
             import psycopg
 
             with psycopg.connect(self._libpq_url("postgres"), autocommit=True) as connection:
-                connection.execute(f'CREATE DATABASE "{name}"')
+                connection.execute(statement)
         else:
             # Our namespace cannot reach the server's; psql runs beside it.
             psql = str(_bin_dir() / "psql")
-            argv = [psql, "-v", "ON_ERROR_STOP=1", "-q", "-c", f'CREATE DATABASE "{name}"', self._libpq_url("postgres")]
+            argv = [psql, "-v", "ON_ERROR_STOP=1", "-q", "-c", statement, self._libpq_url("postgres")]
             subprocess.run(self.namespace.command(argv), check=True, capture_output=True, text=True)
-        return self.url(name)
 
     def _libpq_url(self, database: str) -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+
+
+def _checked_name(name: str) -> str:
+    if not _DATABASE_NAME.fullmatch(name):
+        raise ValueError(f"database name {name!r}: use lower-case letters, digits and _ (at most 63)")
+    return name
 
 
 def _free_port(listen: str) -> int:

@@ -40,10 +40,10 @@ def test_jobs_record_progress(store: Store) -> None:
         store.jobs.get(99)
 
 
-def _evaluation(mean: float = 0.5) -> EvaluationInput:
+def _evaluation(mean: float = 0.5, values: tuple[float, ...] = (0.25, 0.75)) -> EvaluationInput:
     return EvaluationInput(checkpoint="/ckpt/a.safetensors", device="cpu", metric="accuracy", mean=mean, ci95=0.25,
                            episodes=2, n_way=5, k_shot=1, n_query=15, steps=3, rule="alfa", head_init="zero", seed=1,
-                           protocol="any-classes", seconds=1.5, values=[0.25, 0.75])
+                           protocol="any-classes", seconds=1.5, values=list(values))
 
 
 def test_a_job_s_life_queued_running_succeeded_with_its_evaluation(store: Store) -> None:
@@ -89,8 +89,14 @@ def test_recovery_fails_only_the_job_of_that_worker_and_a_nan_result_is_kept(sto
     assert (store.jobs.record(job_id).status, store.jobs.record(job_id).error) == ("failed", "worker host:1 is gone")
     diverged = store.jobs.create("evaluate", {})
     store.jobs.claim(diverged, "host:1")
-    store.jobs.finish(diverged, "succeeded", evaluation=_evaluation(mean=math.nan))
-    assert math.isnan(store.jobs.evaluation_of_job(diverged).mean)
+    # JSON has no NaN (PostgreSQL's json refuses it): episode values keep it as null and read back NaN, a NaN
+    # inside a job's result reads back None.
+    store.jobs.finish(
+        diverged, "succeeded", result={"loss": math.nan}, evaluation=_evaluation(mean=math.nan, values=(math.nan, 0.5))
+    )
+    stored = store.jobs.evaluation_of_job(diverged)
+    assert math.isnan(stored.mean) and math.isnan(stored.values[0]) and stored.values[1:] == [0.5]
+    assert store.jobs.record(diverged).result == {"loss": None, "evaluation_id": stored.id}
 
 
 def test_the_log_tail_keeps_the_last_lines(store: Store) -> None:

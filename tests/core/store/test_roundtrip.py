@@ -110,14 +110,16 @@ def test_zero_steps_keeps_the_single_support_loss(store: Store) -> None:
 
 
 def test_a_diverged_adaptation_is_still_recorded(store: Store) -> None:
-    # SQLite stores NaN as NULL: list values come back NaN, optional scalars come back None.
+    # SQLite stores NaN as NULL: list values come back NaN, optional scalars come back None (on PostgreSQL too).
     diverged = adaptation()
+    diverged.accuracy = math.nan
     diverged.query_loss = math.nan
     diverged.support_loss[-1] = math.nan
     diverged.traces[1]["layer1.bias"]["alpha"] = math.nan
     diverged.probabilities[0] = [math.nan, math.nan]
     stored = store.get_run(store.save_run(run_input(), [diverged], total_seconds=None)).adaptations[0]
-    assert stored.query_loss is None
+    assert stored.query_loss is None and stored.accuracy is None
+    assert store.list_runs(min_accuracy=0.0) == []  # a NaN kept as such would pass on PostgreSQL (NaN > any number)
     assert math.isnan(stored.support_loss[-1]) and stored.support_loss[:-1] == diverged.support_loss[:-1]
     assert math.isnan(stored.traces[1]["layer1.bias"]["alpha"])
     assert math.isnan(stored.confidences[0]) and all(math.isnan(p) for p in stored.probabilities[0])

@@ -32,6 +32,11 @@ def database_of_the_old_code(url: str, revision: str) -> None:
     upgrade(engine, revision)
     with engine.begin() as connection:
         connection.execute(text(f"ALTER TABLE {VERSION_TABLE} RENAME TO {LEGACY_VERSION_TABLE}"))
+        if connection.dialect.name == "postgresql":
+            # PostgreSQL keeps the primary key's name through a table rename; the old code's table had Alembic's.
+            connection.execute(text(
+                f"ALTER TABLE {LEGACY_VERSION_TABLE} RENAME CONSTRAINT {VERSION_TABLE}_pkc TO {LEGACY_VERSION_TABLE}_pkc"
+            ))
     engine.dispose()
 
 
