@@ -9,10 +9,12 @@ carried through Adam), not within a tuned tolerance.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -172,3 +174,25 @@ def test_a_single_process_never_starts_a_process_group(tmp_path, monkeypatch):
     config = sine_config(tmp_path / "config.toml", tmp_path / "run", "sgd", 1)
     assert main(["train", "--config", str(config), "--device", "cpu", "--no-progress"]) == 0
     assert {path.name for path in (tmp_path / "run").iterdir()} == RUN_FILES
+
+
+@pytest.mark.slow
+def test_two_hosts_meta_train_together_with_torchrun_and_c10d_rendezvous(tmp_path):
+    """bench/multihost_torchrun.py: rank 0 on one network namespace, rank 1 on another, over their veth pair."""
+    from tests.support.netns import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the two-host training: {reason}")
+        pytest.skip(reason)
+    # bench/ is a folder of scripts, not a package: load the script by its path, as tests/bench does.
+    spec = importlib.util.spec_from_file_location("multihost_torchrun", REPO / "bench" / "multihost_torchrun.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up while the module runs
+    spec.loader.exec_module(bench)
+
+    result = bench.train_on_two_hosts(tmp_path, iterations=ITERATIONS, rule="alfa")
+    assert [run.returncode for run in result.hosts] == [0, 0], [run.stderr_tail for run in result.hosts]
+    assert result.rank1_output_absent
+    assert result.largest_distance_over_bound <= 1, result.worst_tensor
