@@ -194,5 +194,5 @@ def test_two_hosts_meta_train_together_with_torchrun_and_c10d_rendezvous(tmp_pat
 
     result = bench.train_on_two_hosts(tmp_path, iterations=ITERATIONS, rule="alfa")
     assert [run.returncode for run in result.hosts] == [0, 0], [run.stderr_tail for run in result.hosts]
-    assert result.rank1_output_absent
+    assert len(result.hosts_that_wrote) == 1  # rank 0's host, whichever the rendezvous made rank 0
     assert result.largest_distance_over_bound <= 1, result.worst_tensor
