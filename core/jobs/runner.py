@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from core.jobs.arguments import (
     EvaluateJobArguments,
@@ -49,7 +49,9 @@ def open_store() -> Store:
     """The run store at ``$FEWSHOT_DATABASE_URL``, opened (and migrated) once per URL in this process.
 
     A new database may be migrated by the dashboard and its worker at the same moment: the loser's migration
-    fails on a table the winner just made (and rolls back), and opening again finds the schema up to date.
+    fails on a table the winner just made (and rolls back), and opening again finds the schema up to date. SQLite
+    says so with an ``OperationalError``; PostgreSQL with a ``ProgrammingError`` (duplicate table) or an
+    ``IntegrityError`` (a type or index of the same name, e.g. ``pg_type_typname_nsp_index``).
     """
     url = database_url()
     with _stores_lock:
@@ -58,7 +60,7 @@ def open_store() -> Store:
                 try:
                     _stores[url] = Store(url)
                     break
-                except OperationalError:
+                except (OperationalError, ProgrammingError, IntegrityError):
                     if attempt == OPEN_ATTEMPTS - 1:
                         raise
                     time.sleep(1.0)
