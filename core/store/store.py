@@ -206,7 +206,7 @@ class Store:
             k_shot=run.k_shot,
             n_query=run.n_query,
             seed=run.seed,
-            checkpoint=_upsert_checkpoint(session, run.checkpoint) if run.checkpoint is not None else None,
+            checkpoint_id=_upsert_checkpoint(session, run.checkpoint) if run.checkpoint is not None else None,
             checkpoint_name=run.checkpoint_name,
             device=run.device,
             status=status,
@@ -560,8 +560,29 @@ def _has_any_tag(tags: list[str]) -> ColumnElement[bool]:
     return or_(*(text.contains(f'"{tag}"', autoescape=True) for tag in tags)) if tags else or_(False)
 
 
-def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> CheckpointRow:
-    """The row of this checkpoint file, created or refreshed with the latest name, path and metadata."""
+def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> int:
+    """The id of this checkpoint file's row, created or refreshed with the latest name, path and metadata.
+
+    One ``INSERT ... ON CONFLICT DO UPDATE`` where the database has it: with a read first and an insert after, two
+    saves of runs of a new checkpoint at the same moment would both insert, and on PostgreSQL (whose writers do not
+    wait for each other until they touch the same row) the second save would fail on the unique file hash.
+    """
+    columns = {
+        "name": checkpoint.name,
+        "path": checkpoint.path,
+        "backbone": checkpoint.backbone,
+        "rule": checkpoint.rule,
+        "image_spec": checkpoint.image_spec,
+        "metadata": checkpoint.metadata,
+    }
+    table = CheckpointRow.__table__
+    dialect_insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(session.get_bind().dialect.name)
+    if dialect_insert is not None:
+        statement = dialect_insert(table).values(file_sha256=checkpoint.file_sha256, created_at=utcnow(), **columns)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.file_sha256], set_={name: statement.excluded[name] for name in columns}
+        )
+        return session.execute(statement.returning(table.c.id)).scalar_one()
     same_file = CheckpointRow.file_sha256 == checkpoint.file_sha256
     row = session.scalars(select(CheckpointRow).where(same_file)).one_or_none()
     if row is None:
@@ -573,7 +594,8 @@ def _upsert_checkpoint(session: Session, checkpoint: CheckpointInput) -> Checkpo
     row.rule = checkpoint.rule
     row.image_spec = checkpoint.image_spec
     row.meta = checkpoint.metadata
-    return row
+    session.flush()
+    return row.id
 
 
 def _insert_missing_images(session: Session, images: Iterable[tuple[str, ImageInput]]) -> None:
@@ -597,6 +619,9 @@ def _insert_missing_images(session: Session, images: Iterable[tuple[str, ImageIn
             row["preview"] = image.preview
     if not rows:
         return
+    # In hash order: two saves that insert the same new images then take their locks in the same order, so on
+    # PostgreSQL one waits for the other instead of each waiting for an image the other holds (a deadlock).
+    rows = dict(sorted(rows.items()))
     _insert_images(session, rows)
     previews = [{"key": sha256, "new_preview": row["preview"]} for sha256, row in rows.items() if row["preview"]]
     if previews:

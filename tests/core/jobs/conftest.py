@@ -11,13 +11,22 @@ import pytest
 from core.jobs import JobRecord, embedded_worker_pid, ensure_worker, get_job
 from core.jobs.queue import stop_spawned_workers
 from tests.app.builders import save_sine_checkpoint
+from tests.conftest import fresh_database
 
 WAIT_S = 120  # the worker imports torch and the machine may be busy
 
 
 @pytest.fixture
-def job_env(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("FEWSHOT_DATABASE_URL", f"sqlite:///{tmp_path / 'store.sqlite3'}")
+def job_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The run store of the job tests: a SQLite file, or with ``@pytest.mark.parametrize("job_database_url",
+    ["postgresql"], indirect=True)`` (or overridden) a fresh database on the session's PostgreSQL server."""
+    with fresh_database(getattr(request, "param", "sqlite"), request, tmp_path / "store.sqlite3") as url:
+        yield url
+
+
+@pytest.fixture
+def job_env(tmp_path, monkeypatch, job_database_url: str) -> Path:
+    monkeypatch.setenv("FEWSHOT_DATABASE_URL", job_database_url)
     monkeypatch.setenv("FEWSHOT_DEVICE", "cpu")
     monkeypatch.setenv("FEWSHOT_JOB_WORKERS", "2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker inherits it

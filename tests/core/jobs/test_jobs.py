@@ -154,8 +154,9 @@ def test_a_worker_killed_with_sigkill_leaves_its_job_failed_and_the_store_consis
     assert job.finished_at is not None and job_evaluation(job_id) is None and list_evaluations() == []
     assert recover_orphaned_jobs() == []  # nothing left to recover
     with open_store().engine.connect() as connection:
-        assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
-        assert connection.execute(text("PRAGMA foreign_key_check")).fetchall() == []
+        if connection.dialect.name == "sqlite":  # SQLite's checks of its file (PostgreSQL always enforces references)
+            assert connection.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+            assert connection.execute(text("PRAGMA foreign_key_check")).fetchall() == []
         assert connection.execute(text("SELECT COUNT(*) FROM evaluations")).scalar() == 0
     # The new worker serves the queue as before.
     after = submit_job(

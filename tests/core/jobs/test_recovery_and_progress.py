@@ -15,6 +15,10 @@ from core.jobs import EvaluateJobArguments, JobCancelled, TrainJobArguments, com
 from core.jobs.runner import JobReporter, open_store
 from core.jobs.service import dead_worker_reason, process_exists, recover_orphaned_jobs
 from core.store.models import utcnow
+from tests.conftest import DATABASE_KINDS
+
+# The run store's job rows on SQLite and on a real PostgreSQL server (tests/core/jobs/conftest.py job_database_url).
+ON_BOTH_DATABASES = pytest.mark.parametrize("job_database_url", DATABASE_KINDS, indirect=True)
 
 
 class FakeClock:
@@ -25,6 +29,7 @@ class FakeClock:
         return self.now
 
 
+@ON_BOTH_DATABASES
 def test_progress_is_throttled_and_the_eta_is_the_mean_time_per_unit(job_env):
     jobs = open_store().jobs
     job_id = jobs.create("evaluate", {})
@@ -63,6 +68,7 @@ def _running_job(worker: str, beat_age_s: float):
     return dataclasses.replace(jobs.record(job_id), heartbeat_at=utcnow() - timedelta(seconds=beat_age_s))
 
 
+@ON_BOTH_DATABASES
 def test_a_dead_worker_is_recognised_by_its_pid_here_and_by_its_heartbeat_elsewhere(job_env):
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
