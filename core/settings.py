@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "ADMINS",
     "CHECKPOINT_DIRS",
     "CHROMIUM",
     "DATABASE_URL",
     "DATA_DIR",
     "DEFAULT_CHECKPOINT_DIRS",
     "DEFAULT_DATABASE_FILE",
+    "DEMO_MODE",
+    "DEMO_UPLOAD_MB",
     "DEVICE",
     "JOBS_REDIS_URL",
     "JOB_WORKERS",
@@ -36,9 +39,12 @@ __all__ = [
     "TUNE_MALLOC",
     "Setting",
     "SettingError",
+    "admin_emails",
     "checkpoint_search_dirs",
     "chromium_path",
     "database_url",
+    "demo_mode",
+    "demo_upload_bytes",
     "device_name",
     "job_queue_file",
     "job_workers",
@@ -124,13 +130,30 @@ JOB_WORKERS = Setting(
     "How many jobs one worker process (`python -m core worker`, or the dashboard's own) runs at once.",
 )
 
+ADMINS = Setting(
+    "FEWSHOT_ADMINS", "(none)",
+    "E-mail addresses (separated by commas) of the signed-in users who may delete anyone's runs and cancel anyone's "
+    "jobs; only used when sign-in is configured (`[auth]` in `.streamlit/secrets.toml`).",
+)
+DEMO_MODE = Setting(
+    "FEWSHOT_DEMO_MODE", "0",
+    "`1` makes the dashboard a read-only public demo: visitors adapt and browse; deleting runs, saving Lab studies, "
+    "the Jobs and Tune pages are off, and uploads have a per-session limit (`FEWSHOT_DEMO_UPLOAD_MB`).",
+)
+DEMO_UPLOAD_MB = Setting(
+    "FEWSHOT_DEMO_UPLOAD_MB", "20",
+    "In demo mode, the most megabytes of images one browser session may add in all (uploads, drawings, photos); "
+    "`FEWSHOT_MAX_UPLOAD_MB` still limits each file.",
+)
+
 SETTINGS: tuple[Setting, ...] = (
     DEVICE, TUNE_MALLOC, OMNIGLOT_ROOT, MAX_UPLOAD_MB, DATABASE_URL, DEFAULT_CHECKPOINT_DIRS, CHECKPOINT_DIRS, CHROMIUM,
-    JOBS_REDIS_URL, JOB_WORKERS,
+    JOBS_REDIS_URL, JOB_WORKERS, ADMINS, DEMO_MODE, DEMO_UPLOAD_MB,
 )
 
 _SQLITE_FILE_URL = re.compile(r"^sqlite(?:\+\w+)?:///([^?]+)")
 _DEVICE_FORM = re.compile(r"^[a-z_]+(:\d+)?$")
+_EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -143,14 +166,39 @@ def device_name() -> str:
     return value
 
 
-def tune_malloc() -> bool:
-    """``$FEWSHOT_TUNE_MALLOC`` as a switch (default on)."""
-    value = (TUNE_MALLOC.raw() or "1").lower()
+def _switch(setting: Setting) -> bool:
+    value = (setting.raw() or setting.default).lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
-    raise SettingError(f"{TUNE_MALLOC.name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}")
+    raise SettingError(f"{setting.name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}")
+
+
+def tune_malloc() -> bool:
+    """``$FEWSHOT_TUNE_MALLOC`` as a switch (default on)."""
+    return _switch(TUNE_MALLOC)
+
+
+def demo_mode() -> bool:
+    """``$FEWSHOT_DEMO_MODE`` as a switch (default off): the dashboard is a read-only public demo."""
+    return _switch(DEMO_MODE)
+
+
+def demo_upload_bytes() -> int:
+    """In demo mode, the most bytes of images one session may add: ``$FEWSHOT_DEMO_UPLOAD_MB`` megabytes
+    (default 20), in bytes."""
+    return _megabytes(DEMO_UPLOAD_MB)
+
+
+def admin_emails() -> frozenset[str]:
+    """``$FEWSHOT_ADMINS``: the admins' e-mail addresses, lower-cased (none when unset). Each must look like an
+    address (``name@host``), so that a typo does not silently make nobody an admin."""
+    addresses = frozenset(part.strip().lower() for part in (ADMINS.raw() or "").split(",") if part.strip())
+    malformed = sorted(address for address in addresses if not _EMAIL.fullmatch(address))
+    if malformed:
+        raise SettingError(f"{ADMINS.name} must be e-mail addresses separated by commas, got {', '.join(malformed)}")
+    return addresses
 
 
 def omniglot_search_order() -> tuple[Path, ...]:
@@ -173,15 +221,17 @@ def omniglot_root() -> Path:
 
 def max_upload_bytes() -> int:
     """Largest accepted upload: ``$FEWSHOT_MAX_UPLOAD_MB`` megabytes (default 20), in bytes."""
-    value = MAX_UPLOAD_MB.raw()
-    if not value:
-        value = MAX_UPLOAD_MB.default
+    return _megabytes(MAX_UPLOAD_MB)
+
+
+def _megabytes(setting: Setting) -> int:
+    value = setting.raw() or setting.default
     try:
         megabytes = float(value)
     except ValueError:
-        raise SettingError(f"{MAX_UPLOAD_MB.name} must be a number of megabytes, got {value!r}") from None
+        raise SettingError(f"{setting.name} must be a number of megabytes, got {value!r}") from None
     if not 0 < megabytes < float("inf"):
-        raise SettingError(f"{MAX_UPLOAD_MB.name} must be a positive number of megabytes, got {value!r}")
+        raise SettingError(f"{setting.name} must be a positive number of megabytes, got {value!r}")
     return int(megabytes * 1024 * 1024)
 
 

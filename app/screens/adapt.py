@@ -11,6 +11,7 @@ import json
 
 import streamlit as st
 
+from app.auth import owned_store
 from app.checkpoint_view import (
     ADAPT_CHECKPOINT_KEY,
     TRAIN_COMMAND,
@@ -138,7 +139,7 @@ if running:
 if st.button("Run", type="primary", key="run", disabled=problem is not None):
     st.session_state[TICKET] = ticket = start_run(
         run_executor(),
-        store=get_store(), checkpoint_path=checkpoint.path, rules=list(rules), episode=prepared.episode,
+        store=owned_store(), checkpoint_path=checkpoint.path, rules=list(rules), episode=prepared.episode,
         items=prepared.items, steps=int(steps), device=device, source=prepared.source, dataset=prepared.dataset,
         split=prepared.split, seed=prepared.seed, head_init=None if head == "auto" else head, loader=cached_loader,
         extra_config=prepared.extra_config,

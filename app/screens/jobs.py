@@ -14,6 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.auth import current_actor, refuse_in_demo, require_signed_in, sign_in_configured
 from app.checkpoint_view import open_on_adapt_button
 from app.resources import short_path
 from core.checkpoint import find_checkpoints
@@ -34,6 +35,7 @@ from core.jobs import (
 from core.objectives import HEAD_INITS
 from core.rules import registered_rule_names
 from core.settings import REPO_ROOT
+from core.store.permissions import NotPermitted
 
 REFRESH_S = 2.0
 LISTED_JOBS = 50
@@ -195,7 +197,9 @@ def _job(job: JobRecord) -> None:
             st.code(job.log_tail, language=None)
         if not job.finished and st.button("Cancel", key=f"jobs_cancel_{job.id}"):
             try:
-                cancel_job(job.id)
+                cancel_job(job.id, by=current_actor())  # only its starter or an admin (core.store.permissions)
+            except NotPermitted as refused:
+                st.error(f"Not cancelled: {refused}")
             except ValueError as error:  # it finished meanwhile
                 st.warning(str(error))
 
@@ -237,6 +241,7 @@ def _job_list() -> None:
 
 
 st.title("Jobs")
+refuse_in_demo("The Jobs page (evaluation and training jobs)")
 st.caption(
     "Evaluations and training runs in the background, in a worker process: the same work as "
     "`python -m core evaluate` / `train`. Progress is kept in the run store; close the page and come back."
@@ -244,14 +249,20 @@ st.caption(
 queued = list_jobs(limit=1, statuses=("queued",))
 if queued:
     ensure_worker()  # jobs left queued by an earlier dashboard get a worker too
-started_by = st.text_input("Started by", value="dashboard", key="jobs_started_by", max_chars=100)
 message = st.session_state.pop(MESSAGE, None)
 if message is not None:
     st.success(message[1])
-evaluate_tab, train_tab = st.tabs(["Evaluate a checkpoint", "Train from a config"])
-with evaluate_tab:
-    _evaluate_form(started_by)
-with train_tab:
-    _train_form(started_by)
+if not sign_in_configured():  # the single-user dashboard: who started a job is a free label, as before sign-in
+    started_by = st.text_input("Started by", value="dashboard", key="jobs_started_by", max_chars=100)
+else:  # with sign-in, jobs are started by the signed-in user, who may then cancel them
+    started_by = current_actor().identity
+if started_by or require_signed_in("launch jobs"):
+    if sign_in_configured():
+        st.caption(f"Jobs you start are recorded as started by **{started_by}**.")
+    evaluate_tab, train_tab = st.tabs(["Evaluate a checkpoint", "Train from a config"])
+    with evaluate_tab:
+        _evaluate_form(started_by)
+    with train_tab:
+        _train_form(started_by)
 st.subheader("Jobs")
 _job_list()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts
-from app.resources import get_store
+from app.auth import owned_store
 from core.bilevel.quadratic import ESTIMATORS
 from core.lab import STUDY_KIND, QuadraticStudy, QuadraticStudySettings, load_study, run_quadratic_study, save_study
 from core.lab.bench_results import BENCH_FILES, load_bench_file
 from core.lab.study import CLIP_FRACTION, SNGDM_MOMENTUM
+from core.settings import demo_mode
 from core.store import StudyTable
 
 STUDY = "lab_study"  # session state: the study shown, (name, QuadraticStudy)
@@ -21,7 +22,7 @@ MESSAGE = "lab_message"  # session state: (kind, text) to show once
 CG_CHOICES = (1, 2, 3, 5, 10, 20, 50)
 DEFAULTS = QuadraticStudySettings()
 
-studies = StudyTable(get_store())
+studies = StudyTable(owned_store())  # saved studies record who saved them
 
 
 def _settings_widgets() -> dict:
@@ -78,6 +79,9 @@ def _run(values: dict) -> None:
 
 
 def _save(study: QuadraticStudy) -> None:
+    if demo_mode():  # the form is not shown in the demo; a stale one is refused too
+        st.session_state[MESSAGE] = ("error", "Not saved: this is a read-only demo.")
+        return
     name = st.session_state.get("lab_save_name", "")
     try:
         study_id = save_study(studies, study, name)
@@ -136,6 +140,9 @@ def _show_study(name: str, study: QuadraticStudy) -> None:
             key=f"lab_rates_{panel.method}",
         )
     st.plotly_chart(charts.lab_delta_figure(study), key="lab_delta_sweep")
+    if demo_mode():  # running a study is compute only; storing one is off in the read-only demo
+        st.caption("Saving studies is off in this read-only demo; the stored ones below can be opened.")
+        return
     with st.form("lab_save_form", border=False):
         st.text_input(
             "Name",

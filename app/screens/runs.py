@@ -17,18 +17,22 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from app import compare
+from app.auth import current_actor, owned_store
 from app.formatting import rule_label
 from app.resources import cached_loader, get_store, run_executor
 from app.run_progress import follow
 from app.views import ADAPT_PAGE, render_run
 from core.device import pick_device
 from core.runs import start_rerun
+from core.settings import demo_mode
 from core.store import MAX_TAGS, RUN_SOURCES, RUN_STATUSES, TAG_CHARACTERS, RunSummary
+from core.store.permissions import NotPermitted
 
 MAX_LISTED = 1000  # newest runs the table shows; the filters reach older ones
 MAX_DETAILED = 20  # selected runs whose curves and settings are drawn (grouping uses every selected run)
 SELECT = "select"  # URL parameter of the selected run ids
 RUN = "run"  # URL parameter of the run that is open
+DELETE_MESSAGE = "deleted_message"  # session state: (kind, text) of the last delete, shown once
 
 store = get_store()
 
@@ -153,6 +157,9 @@ def _filters(choices: _Choices) -> dict[str, Any]:
 
 def _save_edits(run_id: int, prefix: str) -> None:
     # A callback: it runs before the page is drawn again, so the table already shows what was saved.
+    if demo_mode():  # the form is not shown in the demo; a stale one is refused too
+        st.session_state[f"{prefix}_message"] = ("error", "Not saved: this is a read-only demo.")
+        return
     try:
         store.update_run(
             run_id,
@@ -169,7 +176,10 @@ def _save_edits(run_id: int, prefix: str) -> None:
 
 
 def _edit_form(summary: RunSummary, prefix: str) -> None:
-    """A form editing a run's name, tags and note; saving stores them at once."""
+    """A form editing a run's name, tags and note; saving stores them at once (not in the read-only demo)."""
+    if demo_mode():
+        st.caption("Names, tags and notes cannot be edited in this read-only demo.")
+        return
     with st.form(f"{prefix}_form", border=False):
         st.text_input("Name", value=summary.name or "", key=f"{prefix}_name", max_chars=100,
                       placeholder="a short name, e.g. 5-way baseline")
@@ -205,7 +215,7 @@ def _start_rerun(run_id: int) -> None:
     """Start the re-run in a worker thread: it goes on and is stored whatever is clicked meanwhile."""
     try:
         device = pick_device()
-        ticket = start_rerun(run_executor(), store, run_id, device=device, loader=cached_loader)
+        ticket = start_rerun(run_executor(), owned_store(), run_id, device=device, loader=cached_loader)
     except KeyError:
         st.session_state["rerun_message"] = ("error", f"Cannot re-run run #{run_id}: it no longer exists.")
     except ValueError as error:  # an unavailable or malformed device (core.device, core.settings)
@@ -273,8 +283,17 @@ def _cancel_delete() -> None:
 
 def _do_delete() -> None:
     ids = st.session_state.pop("pending_delete", [])
-    deleted = store.delete_runs(ids)
-    st.session_state["deleted_message"] = f"Deleted {deleted} run(s): {', '.join(f'#{i}' for i in ids)}."
+    if demo_mode():  # the button is not shown in the demo; a stale confirmation is refused too
+        st.session_state[DELETE_MESSAGE] = ("error", "Nothing deleted: this is a read-only demo.")
+        return
+    try:
+        # The store applies the owner-or-admin rule (core.store.permissions): a request with any run that is not
+        # this visitor's is refused whole.
+        deleted = store.delete_runs(ids, by=current_actor())
+    except NotPermitted as refused:
+        st.session_state[DELETE_MESSAGE] = ("error", f"Nothing deleted: {refused}")
+        return
+    st.session_state[DELETE_MESSAGE] = ("success", f"Deleted {deleted} run(s): {', '.join(f'#{i}' for i in ids)}.")
     _set_url_ids(SELECT, [i for i in _url_ids(SELECT)[0] if i not in ids])
 
 
@@ -392,7 +411,9 @@ def _selection_actions(selected: list[RunSummary]) -> None:
         _edit_form(by_id[chosen], f"edit_list_{chosen}")
         _edit_message(f"edit_list_{chosen}")
     pending = st.session_state.get("pending_delete")
-    if pending:
+    if demo_mode():
+        st.caption("Deleting runs is off in this read-only demo.")
+    elif pending:
         st.warning(f"Delete {len(pending)} run(s) ({', '.join(f'#{i}' for i in pending)})? This cannot be undone.")
         yes, no = st.columns(2)
         yes.button("Yes, delete", key="delete_confirm", type="primary", on_click=_do_delete)
@@ -402,8 +423,10 @@ def _selection_actions(selected: list[RunSummary]) -> None:
 
 
 def _show_list() -> None:
-    if st.session_state.get("deleted_message"):
-        st.success(st.session_state.pop("deleted_message"))
+    message = st.session_state.pop(DELETE_MESSAGE, None)
+    if message:
+        kind, text = message
+        (st.success if kind == "success" else st.error)(text)
     if not store.list_runs(limit=1):
         st.info(
             "No runs yet. Open the Adapt page, pick a checkpoint, choose a benchmark episode or upload images for "

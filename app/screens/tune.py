@@ -14,6 +14,7 @@ import optuna
 import streamlit as st
 from sqlalchemy import inspect
 
+from app.auth import current_actor, refuse_in_demo, require_signed_in, sign_in_configured
 from app.checkpoint_view import open_on_adapt_button
 from app.resources import get_store
 from core.config import TUNE_SECTION, ConfigError
@@ -88,13 +89,16 @@ def launch(request: TuneRequest) -> tuple[int, str]:
         pruner=request.pruner,
         timeout_s=request.timeout_s,
     )
-    job_id = submit_job("tune", arguments, started_by="dashboard")
+    # With sign-in, the signed-in user starts it (and may stop it); the single-user dashboard records "dashboard".
+    started_by = current_actor().identity if sign_in_configured() else "dashboard"
+    job_id = submit_job("tune", arguments, started_by=started_by)
     ensure_worker()
     return job_id, name
 
 
 # ----- new trials ---------------------------------------------------------------------------------------------
 st.title("Tune")
+refuse_in_demo("The Tune page (tuning studies)")
 st.caption(
     "Black-box tuning of meta-training's own hyperparameters (outer and inner rates, inner steps, λ, meta-batch, "
     "width, rule, estimator) with Optuna, over a config's `[tune]` search space. Each trial is a training run; "
@@ -117,7 +121,7 @@ with st.form("tune_launch"):
     timeout = right.number_input("Timeout (s, 0 = none)", min_value=0.0, value=0.0, step=60.0, key="tune_timeout")
     submitted = st.form_submit_button("Launch trials as a job", type="primary")
 
-if submitted:
+if submitted and require_signed_in("launch tuning trials"):
     config_path = other.strip() if chosen == OTHER_PATH else str(REPO_ROOT / chosen)
     try:
         if not config_path:
@@ -165,9 +169,12 @@ def study_view(name: str) -> None:
         st.progress(min(max(job.progress, 0.0), 1.0), text=f"job {job.id}: {job.status} · {job.message or ''}")
         if not job.finished and st.button("Stop the study", key=f"tune_stop_{job.id}"):
             from core.jobs import cancel_job
+            from core.store.permissions import NotPermitted
 
             try:
-                cancel_job(job.id)
+                cancel_job(job.id, by=current_actor())  # only its starter or an admin (core.store.permissions)
+            except NotPermitted as refused:
+                st.error(f"Not stopped: {refused}")
             except ValueError as error:
                 st.error(str(error))
             else:

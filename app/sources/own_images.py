@@ -24,7 +24,7 @@ from core.data.uploads import (
     image_input,
     image_warnings,
 )
-from core.settings import max_upload_bytes
+from core.settings import demo_mode, demo_upload_bytes, max_upload_bytes
 from core.store import RunSource
 
 STATE_KEY = "own_episode"
@@ -65,6 +65,8 @@ class OwnEpisode:
     nonces: dict[str, int] = field(default_factory=dict)  # per target, in its inputs' keys: a new one empties them
     rejected: dict[str, list[str]] = field(default_factory=dict)  # target -> messages of files just refused
     notices: list[str] = field(default_factory=list)  # label changes to tell the user once
+    # Bytes of every image this session added (removing one gives nothing back): the demo's per-session limit.
+    added_bytes: int = 0
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -103,8 +105,15 @@ def _target_label(target: str | int) -> str:
 
 def _add(target: str | int, files: list[tuple[str, bytes]], origin: str, spec: ImageSpec,
          domain: StrokeDomain | None) -> None:
-    """Check each file and add the good ones to ``target``; the refused ones are named, nothing else is lost."""
+    """Check each file and add the good ones to ``target``; the refused ones are named, nothing else is lost.
+
+    In the read-only demo, files that would take the session past ``FEWSHOT_DEMO_UPLOAD_MB`` in all are refused
+    together, with a message: none of them is kept, so nothing is half added."""
     episode = state()
+    if demo_mode() and (refusal := _over_demo_limit(episode, files)) is not None:
+        episode.rejected[str(target)] = [refusal]
+        episode.nonces[str(target)] = episode.nonce(target) + 1  # empty the input: the files were not taken
+        return
     rejected = []
     for name, data in files:
         try:
@@ -115,6 +124,7 @@ def _add(target: str | int, files: list[tuple[str, bytes]], origin: str, spec: I
             continue
         image = OwnImage(episode.new_id(), name, record.data, origin, shown_image(record.data, record.preview),
                          warnings)
+        episode.added_bytes += len(data)
         if target == QUERIES:
             episode.queries.append(image)
             episode.labels[image.image_id] = None
@@ -125,6 +135,23 @@ def _add(target: str | int, files: list[tuple[str, bytes]], origin: str, spec: I
     episode.rejected[str(target)] = rejected  # shown with this target until its next addition
     # Fresh inputs for this target: the files now live in the episode, not in the widget.
     episode.nonces[str(target)] = episode.nonce(target) + 1
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.2f} MB"
+
+
+def _over_demo_limit(episode: OwnEpisode, files: list[tuple[str, bytes]]) -> str | None:
+    """Why these files cannot be added in the demo (the session's total would pass the limit), or None."""
+    incoming = sum(len(data) for _name, data in files)
+    limit = demo_upload_bytes()
+    if episode.added_bytes + incoming <= limit:
+        return None
+    names = ", ".join(name for name, _data in files)
+    return (
+        f"Not added: {names} ({_megabytes(incoming)}) would take this session past the demo's limit of "
+        f"{_megabytes(limit)} of images ({_megabytes(episode.added_bytes)} used). None of these files was kept."
+    )
 
 
 def _take_uploads(target: str | int, key: str, spec: ImageSpec, domain: StrokeDomain | None) -> None:
@@ -258,6 +285,11 @@ def render(source: str, spec: ImageSpec, domain: StrokeDomain | None, model_view
         f"(upload, drawing, camera) are kept together. Files up to {limit_mb:g} MB in any common format; the model "
         f"sees each as {spec.channels}×{spec.size}×{spec.size}" + (", inverted" if spec.invert else "") + "."
     )
+    if demo_mode():
+        st.caption(
+            f"Read-only demo: this session may add {_megabytes(demo_upload_bytes())} of images in all; "
+            f"{_megabytes(episode.added_bytes)} used."
+        )
     for notice in episode.notices:
         st.info(notice)
     episode.notices = []
