@@ -9,18 +9,22 @@ from pathlib import Path
 
 import optuna
 import pytest
+from alembic.script import ScriptDirectory
 
 from core.checkpoint import TuningRecord, load_learner, read_metadata
 from core.checkpoint.format import TRAINING_STATE
 from core.checkpoint.training_state import read_state
 from core.cli import main
 from core.config import ConfigError, load_config
+from core.store import Store
+from core.store.database import alembic_config, current_revision
 from core.train import Trainer
 from core.tune import PRUNERS, TuneRequest, load_result, run_tune, ship_command
 from core.tune_config import load_tune_setup
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "sine" / "tune_tiny.toml"
+STORE_HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 SPACE_HEADER = "[tune.space]"
 
 
@@ -31,7 +35,16 @@ def quiet_optuna() -> None:
 
 @pytest.fixture
 def storage(tmp_path: Path) -> str:
+    """A SQLite study storage, for the tests in which the storage plays no part (input checked before it is
+    opened, samplers, pruners, stopping): they need not run twice."""
     return f"sqlite:///{tmp_path / 'db' / 'studies.sqlite3'}"
+
+
+@pytest.fixture
+def shared_storage(database_url: str) -> str:
+    """A study storage on SQLite and on a real PostgreSQL server (``database_url``), for what the storage keeps:
+    trials, their numbering across runs, the search space, what the command line reads back."""
+    return database_url
 
 
 def request(tmp_path: Path, storage: str, trials: int = 2, **changes) -> TuneRequest:
@@ -106,7 +119,8 @@ def test_a_training_config_with_a_tune_section_still_trains(tmp_path: Path) -> N
 
 
 # ----- studies ------------------------------------------------------------------------------------------------
-def test_trials_are_recorded_with_their_values_and_checkpoints(tmp_path: Path, storage: str) -> None:
+def test_trials_are_recorded_with_their_values_and_checkpoints(tmp_path: Path, shared_storage: str) -> None:
+    storage = shared_storage
     seen = []
     result = run_tune(request(tmp_path, storage, trials=3), on_trial=seen.append)
     assert (result.n_complete, result.n_pruned, result.n_failed) == (3, 0, 0)
@@ -154,7 +168,8 @@ def test_a_pruner_that_says_prune_stops_each_trial_at_its_first_validation(
     assert read_state(state, TRAINING_STATE, device="cpu").progress.iteration == 4  # stopped there, resumable
 
 
-def test_continuing_a_study_continues_its_numbering_with_new_values(tmp_path: Path, storage: str) -> None:
+def test_continuing_a_study_continues_its_numbering_with_new_values(tmp_path: Path, shared_storage: str) -> None:
+    storage = shared_storage
     first = run_tune(request(tmp_path, storage, trials=2))
     second = run_tune(request(tmp_path, storage, trials=2))
     assert [t.number for t in second.trials] == [0, 1, 2, 3]
@@ -163,11 +178,23 @@ def test_continuing_a_study_continues_its_numbering_with_new_values(tmp_path: Pa
     assert (tmp_path / "tune" / "tiny" / "trial_3" / "best.safetensors").is_file()
 
 
-def test_continuing_a_study_with_another_search_space_is_refused(tmp_path: Path, storage: str) -> None:
+def test_continuing_a_study_with_another_search_space_is_refused(tmp_path: Path, shared_storage: str) -> None:
+    storage = shared_storage
     run_tune(request(tmp_path, storage, trials=1))
     other = with_space(tmp_path, "meta.outer_lr = { low = 1e-3, high = 1e-2, log = true }")
     with pytest.raises(ConfigError, match="another search space or budget"):
         run_tune(request(tmp_path, storage, trials=1, config_path=str(other)))
+
+
+def test_without_a_storage_the_study_lives_beside_the_runs_in_the_store_database(
+    tmp_path: Path, shared_storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEWSHOT_DATABASE_URL", shared_storage)
+    result = run_tune(request(tmp_path, None, trials=1))
+    assert result.storage_url == shared_storage and result.n_complete == 1
+    with Store(shared_storage) as store:  # the store's schema is there, and its own version table
+        assert current_revision(store.engine) == STORE_HEAD and store.list_runs() == []
+    assert studies_in(shared_storage) == ["tiny"]
 
 
 def test_should_stop_ends_the_running_trial_and_the_study(tmp_path: Path, storage: str) -> None:
@@ -226,8 +253,9 @@ def test_cmaes_searches_a_numeric_space(tmp_path: Path, storage: str) -> None:
 
 
 def test_the_command_prints_the_trials_the_best_one_and_how_to_ship_it(
-    tmp_path: Path, storage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shared_storage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    storage = shared_storage
     monkeypatch.setattr("core.tune.default_output_root", lambda: tmp_path / "tune")
     code = main(
         [
