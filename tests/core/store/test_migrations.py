@@ -140,6 +140,27 @@ def test_a_0002_database_with_a_run_is_upgraded_to_names_tags_and_previews(db_ur
             assert "AUTOINCREMENT" in create_runs
 
 
+def test_every_revision_upgrades_and_downgrades_one_step_at_a_time(db_url: str) -> None:
+    """Empty -> each revision in turn -> head -> back down one revision at a time -> empty: on SQLite (batch mode
+    copies tables) and on PostgreSQL (plain ALTER TABLE, in a transaction)."""
+    revisions = [script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()][::-1]
+    engine = create_store_engine(db_url)
+    try:
+        for revision in revisions:
+            upgrade(engine, revision)
+            assert current_revision(engine) == revision
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
+            assert compare_metadata(context, Base.metadata) == []
+        for previous in [*revisions[-2::-1], "base"]:
+            with engine.connect() as connection:
+                command.downgrade(alembic_config(connection), previous)
+            assert current_revision(engine) == (None if previous == "base" else previous)
+        assert inspect(engine).get_table_names() == [VERSION_TABLE]
+    finally:
+        engine.dispose()
+
+
 def test_the_models_match_the_migrated_schema(store: Store) -> None:
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
