@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from app.resources import get_store
 from core.settings import admin_emails, demo_mode, demo_upload_bytes
@@ -28,6 +29,7 @@ from core.store import Store
 from core.store.permissions import LOCAL, Actor
 
 DEFAULT_PROVIDER = "default"  # st.login's name for the provider configured at the top of [auth]
+SIGN_IN_PROBLEM = "auth_sign_in_problem"  # session state: why the last Sign in click failed, shown once
 _PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")  # what st.login needs of a provider
 
 
@@ -91,6 +93,9 @@ def render_sign_in() -> None:
             st.button("Sign out", key="auth_sign_out", on_click=st.logout)
             return
         st.caption("Not signed in: you can adapt and browse; sign in to delete your runs and run jobs.")
+        problem = st.session_state.pop(SIGN_IN_PROBLEM, None)
+        if problem:
+            st.error(problem)
         if not providers:
             st.error("Sign-in is misconfigured: `[auth]` in secrets.toml names no provider (client_id, ...).")
         for provider in providers:
@@ -99,7 +104,10 @@ def render_sign_in() -> None:
 
 
 def _sign_in(provider: str) -> None:
-    st.login(None if provider == DEFAULT_PROVIDER else provider)
+    try:
+        st.login(None if provider == DEFAULT_PROVIDER else provider)
+    except StreamlitAPIException as error:  # Authlib missing, or [auth] incomplete: say why, in the sidebar
+        st.session_state[SIGN_IN_PROBLEM] = f"Sign-in failed: {error}"
 
 
 def require_signed_in(action: str) -> bool:

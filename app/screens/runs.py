@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from app import compare
-from app.auth import current_actor, owned_store
+from app.auth import current_actor, owned_store, sign_in_configured
 from app.formatting import rule_label
 from app.resources import cached_loader, get_store, run_executor
 from app.run_progress import follow
@@ -263,6 +263,9 @@ def _show_one(raw: str) -> None:
                  help="Adapt the stored images again with the same checkpoint file, rules and steps.")
     if RERUN_TICKET in st.session_state:
         _follow_rerun()
+    if sign_in_configured():  # who may delete it (core.store.permissions)
+        st.caption(f"Made by {detail.owner}." if detail.owner else "No owner: stored before sign-in, or by a "
+                   "visitor who had not signed in; only an admin may delete it.")
     # A popover builds its form only when opened: the run opens without loading the form widgets' code.
     with st.popover(_edit_label(detail)):
         _edit_form(detail, f"edit_one_{run_id}")

@@ -97,6 +97,17 @@ def test_not_signed_in_offers_sign_in_per_provider(dashboard) -> None:
     assert [b.label for b in at.sidebar.button] == ["Sign in", "Sign in with google"]
 
 
+def test_a_sign_in_that_cannot_start_says_why(dashboard) -> None:
+    # Streamlit refuses to start the OIDC flow (here Authlib is missing, or the real secrets lack [auth]): the
+    # reason is a message in the sidebar, not a traceback.
+    at = signed_in(dashboard.app(RUNS), NOBODY).run()
+    at.sidebar.button(key="auth_sign_in_default").click().run()
+    assert_clean(at)
+    [problem] = texts(at.sidebar.error)
+    assert problem.startswith("Sign-in failed: ")
+    assert at.user == NOBODY
+
+
 # ---------------------------------------------------------------------------------------------- deleting
 
 
@@ -138,6 +149,14 @@ def test_a_visitor_who_has_not_signed_in_deletes_nothing(dashboard, owned) -> No
     at = delete(signed_in(dashboard.app(RUNS), NOBODY).run(), [owned["none"]])
     assert owners(dashboard) == before
     assert any("sign in first" in e for e in texts(at.error))
+
+
+def test_an_open_run_says_who_made_it(dashboard, owned) -> None:
+    at = signed_in(dashboard.app(RUNS, run=str(owned["alice@example.org"])), BOB).run()
+    assert_clean(at)
+    assert "Made by alice@example.org." in texts(at.caption)
+    at = signed_in(dashboard.app(RUNS, run=str(owned["none"])), BOB).run()
+    assert any(c.startswith("No owner: stored before sign-in") for c in texts(at.caption))
 
 
 def test_a_run_made_on_adapt_records_the_signed_in_user(dashboard, with_checkpoint) -> None:
