@@ -142,7 +142,7 @@ def describe(row: dict) -> str:
     )
     shape = (
         f"{row['image_size']}px {row['n_way']}w{row['k_shot']}s q{row['n_query']} meta-batch {row['meta_batch']}, "
-        f"{row['inner_steps']} steps, {row['estimator']} ({row['execution']})"
+        f"{row['inner_steps']} steps, {row['estimator']} ({row['execution']}){', tiny' if row['tiny'] else ''}"
     )
     return (
         f"{Path(row['config']).stem:32s} {shape}: {row['median_s_per_iteration']:.3f} s/iteration "
