@@ -26,13 +26,13 @@ from .helpers import continue_id_sequences, row_counts
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_the_revisions_are_0001_to_0005_in_order() -> None:
+def test_the_revisions_are_0001_to_0006_in_order() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert [revision.revision for revision in script.walk_revisions()] == [
-        "0005_job_workers_and_evaluations", "0004_lab_studies", "0003_names_tags_previews", "0002_notes_and_jobs",
+        "0006_owners", "0005_job_workers_and_evaluations", "0004_lab_studies", "0003_names_tags_previews", "0002_notes_and_jobs",
         "0001_initial",
     ]
-    assert HEAD == "0005_job_workers_and_evaluations"
+    assert HEAD == "0006_owners"
 
 
 def test_a_fresh_database_is_migrated_to_head(tmp_path: Path) -> None:

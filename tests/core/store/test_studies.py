@@ -150,7 +150,7 @@ def test_migration_0004_adds_the_table_and_downgrading_removes_it(store: Store) 
     upgrade(file_store.engine)
     assert current_revision(file_store.engine) == ScriptDirectory.from_config(alembic_config()).get_current_head()
     columns = {c["name"]: c for c in inspect(file_store.engine).get_columns("lab_studies")}
-    assert list(columns) == ["id", "created_at", "name", "kind", "settings", "results", "wall_seconds"]
+    assert list(columns) == ["id", "created_at", "name", "kind", "settings", "results", "wall_seconds", "owner"]
     assert not any(c["nullable"] for c in columns.values())
     indexes = {i["name"] for i in inspect(file_store.engine).get_indexes("lab_studies")}
     assert indexes == {"ix_lab_studies_created_at", "ix_lab_studies_kind"}
