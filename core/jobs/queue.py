@@ -180,9 +180,22 @@ def stop_spawned_workers(timeout: float = 30.0) -> None:
         process.wait(timeout)
 
 
+class _QueueUnreachableLine(logging.Filter):
+    """Huey's consumer logs a full traceback each time it cannot read the queue: every second for as long as Redis
+    is down (it keeps retrying, and serves again once Redis is back). One line naming the queue says the same."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RedisError):
+            record.msg, record.args = f"{_unreachable(error)}; retrying", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def run_consumer(workers: int) -> None:
     """Serve the queue in this process with ``workers`` threads until SIGINT (finish running jobs first) or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("huey.consumer.Worker").addFilter(_QueueUnreachableLine())
     huey, _ = job_queue()
     consumer: Any = huey.create_consumer(
         workers=workers, worker_type="thread", periodic=False, max_delay=IDLE_POLL_MAX_S

@@ -23,7 +23,7 @@ from core import settings
 from core.jobs import EvaluateJobArguments, get_job, list_jobs, submit_job
 from core.jobs.queue import JobQueueUnreachable, check_queue_reachable
 from tests.core.jobs import test_jobs
-from tests.core.jobs.conftest import WAIT_S
+from tests.core.jobs.conftest import WAIT_S, wait_for, wait_until_finished
 from tests.support.redis import RedisServer, running_redis, unavailable_reason
 
 # The shared bodies, collected again here with this module's fixtures: the queue in Redis, workers started by hand.
@@ -81,10 +81,16 @@ class WorkerProcesses:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._started = 0
+
+    def log(self, number: int) -> Path:
+        """The output of the ``number``-th worker started (from 0)."""
+        return self._folder / f"worker-{number}.log"
 
     def start(self) -> int:
         """Start one worker and return its pid once it serves the queue (its start line names the queue)."""
-        log = self._folder / f"worker-{len(self._processes)}.log"
+        log = self.log(self._started)
+        self._started += 1
         with open(log, "wb") as output:
             process = subprocess.Popen(
                 [sys.executable, "-m", "core", "worker"],
@@ -159,6 +165,28 @@ def test_a_worker_says_so_and_stops_when_redis_does_not_answer(job_env, monkeypa
     assert worker.returncode == 2
     assert f"error: the job queue's Redis at {url} cannot be reached: " in worker.stderr
     assert "Connection refused" in worker.stderr
+
+
+@pytest.mark.slow
+def test_a_running_worker_says_when_redis_goes_away_and_serves_again_when_it_is_back(
+    sine_checkpoint, job_env, worker_processes, monkeypatch
+):
+    port = _closed_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setenv("FEWSHOT_JOBS_REDIS_URL", url)
+    with running_redis(port=port):
+        worker = worker_processes.start()
+    log = worker_processes.log(0)
+    unreachable = f"the job queue's Redis at {url} cannot be reached: Error 111 connecting to 127.0.0.1:{port}"
+    wait_for(lambda: log.read_text().count(unreachable) >= 2, "the worker to say that Redis is gone, once a second")
+    assert "Traceback" not in log.read_text()  # one line each time, not Huey's traceback
+    assert worker_processes.live_pid() == worker  # it keeps retrying
+    with running_redis(port=port):
+        job_id = submit_job(
+            "evaluate", EvaluateJobArguments(str(sine_checkpoint), shot=5, episodes=5, device="cpu"), started_by="t"
+        )
+        job = wait_until_finished(job_id)
+    assert (job.status, job.worker) == ("succeeded", f"{os.uname().nodename}:{worker}")
 
 
 def test_a_job_submitted_while_redis_is_down_is_failed_with_the_reason(sine_checkpoint, job_env, monkeypatch):
