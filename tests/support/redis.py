@@ -4,7 +4,7 @@
 snapshots, no append-only file: a test queue need not survive a restart), waits until it answers ``PING``, and on
 exit kills it and deletes its working directory. Given a :class:`tests.support.netns.Host`, the server runs inside
 that network namespace, listening on the host's address, so the other host reaches it over the veth pair;
-protected mode (which refuses clients from other addresses while no password is set) is turned off only then.
+protected mode (which refuses clients from other addresses while no password is set) is turned off only there.
 The ``PING`` is sent with ``redis-cli`` from beside the server, which works whether or not this process can
 reach the server's namespace.
 """
@@ -100,9 +100,9 @@ def running_redis(
         "--appendonly", "no",
         "--dir", str(base),
         "--daemonize", "no",
-        # Protected mode refuses clients from other addresses while no password is set: on for loopback, off
-        # only where the other simulated host must connect.
-        "--protected-mode", "yes" if listen in _LOOPBACK else "no",
+        # Protected mode refuses clients from other addresses while no password is set: off only on a simulated
+        # host's own address, which the other simulated host must reach (never on this machine's interfaces).
+        "--protected-mode", "no" if host is not None and listen not in _LOOPBACK else "yes",
     ]  # fmt: skip
     command = host.command(argv) if host is not None else argv
     log_path = base / "server.log"
