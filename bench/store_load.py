@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -345,6 +346,7 @@ def run_load(url: str, writers: int, readers: int, seconds: float) -> dict[str, 
         "write_p50_ms": _ms(_percentile(write_latencies, 0.5)),
         "write_p95_ms": _ms(_percentile(write_latencies, 0.95)),
         "write_errors": len(write_errors),
+        "write_error_kinds": dict(Counter(error.split(": ", 1)[1] for error in write_errors)),
         "write_error_examples": write_errors[:5],
         "page_views_per_s": round(len(read_latencies) / seconds, 2),
         "page_view_p50_ms": _ms(_percentile(read_latencies, 0.5)),

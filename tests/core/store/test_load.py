@@ -13,14 +13,22 @@ WRITERS, READERS, SECONDS = 4, 2, 3.0
 @pytest.mark.slow
 def test_concurrent_writers_store_exactly_the_runs_they_committed_while_readers_browse(database_url: str) -> None:
     figures = store_load.run_load(database_url, writers=WRITERS, readers=READERS, seconds=SECONDS)
-    # No save failed and no page view failed: four writers are within what either database handles.
-    assert (figures["write_errors"], figures["write_error_examples"]) == (0, [])
-    assert (figures["read_errors"], figures["read_error_examples"]) == (0, [])
-    # Exactly the committed runs are stored, once each, under the ids their saves returned, each equal to its input.
+    # Exactly the committed runs are stored, once each, under the ids their saves returned, each equal to its input,
+    # and no page view failed.
     assert figures["problems"] == []
-    assert figures["runs_stored"] == figures["runs_committed"] == sum(figures["runs_per_writer"])
-    assert figures["runs_committed"] >= WRITERS  # every writer got at least one run in
-    assert min(figures["runs_per_writer"]) >= 1 and figures["page_views_per_s"] > 0
+    assert figures["runs_stored"] == figures["runs_committed"] == sum(figures["runs_per_writer"]) >= 1
+    assert (figures["read_errors"], figures["read_error_examples"]) == (0, [])
+    assert figures["page_views_per_s"] > 0
+    if database_url.startswith("postgresql"):
+        # Writers only wait for each other on the same rows: none fails, none is starved.
+        assert (figures["write_errors"], figures["write_error_examples"]) == (0, [])
+        assert min(figures["runs_per_writer"]) >= 1
+    else:
+        # SQLite has one writer at a time; a writer that waits longer than the busy timeout (5 s) gets "database is
+        # locked" (bench/results/store_load.json has how often, with 8 writers). Nothing else.
+        locked = "OperationalError: (sqlite3.OperationalError) database is locked"
+        assert set(figures["write_error_kinds"]) <= {locked}
+        assert sum(figures["write_error_kinds"].values()) == figures["write_errors"]
 
 
 def test_the_check_finds_a_lost_run_an_extra_run_and_a_changed_one(tmp_path) -> None:
