@@ -371,8 +371,8 @@ class Trainer:
             bar.close()
         if self.is_main and not (self.output / "best.safetensors").exists():
             self.save_deployable("best.safetensors", last_validation)
-        # Every rank returns once rank 0's files are written: a finished rank means a finished run.
-        barrier()
+        if self.ranks is not None:
+            barrier()  # every rank returns once rank 0's files are written: a finished rank means a finished run
         return {"iterations": self.iteration, "wall_seconds": self.wall_seconds, "best_score": self.best_score,
                 "output": str(self.output)}
 
