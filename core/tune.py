@@ -24,6 +24,7 @@ import json
 import math
 import shlex
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -59,6 +60,8 @@ SQLITE_TIMEOUT_S = 30
 # A trial whose process died (SIGKILL) stops beating; Optuna marks it failed at the study's next run.
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
+# Workers started together on a new database all create Optuna's tables at once: see open_storage.
+STORAGE_OPEN_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -126,11 +129,28 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     elif is_sqlite(url):
         create_store_engine(url).dispose()  # creates the file's folder
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if is_sqlite(url) else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: only to fail killed trials
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S
-        )
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(STORAGE_OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                # heartbeats: only to fail killed trials
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S,
+                )
+        except (IntegrityError, ProgrammingError, optuna.exceptions.StorageInternalError):
+            # Workers started together on a new database each create Optuna's tables (create_all); the losers fail
+            # on a type or table the winner just made (PostgreSQL: "duplicate key value violates unique constraint
+            # pg_type_typname_nsp_index" on CREATE TYPE, or "relation already exists"). Opening again finds the schema
+            # complete. A connection error (wrong host or password) is not one of these and is raised at once.
+            if attempt == STORAGE_OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
 
 
 # ----- the search ---------------------------------------------------------------------------------------------

@@ -125,21 +125,9 @@ def read_study(study: str, storage: str, env: dict[str, str], host: Host | None 
     return StoredStudy(data["best_trial"], data["best_value"], [tuple(row) for row in data["trials"]])
 
 
-def _known_storage_creation_race(reports: list[WorkerReport]) -> bool:
-    """Whether a worker died creating Optuna's tables while another did the same (``RDBStorage.__init__`` runs
-    ``metadata.create_all``; PostgreSQL refuses the second ``CREATE TYPE``). core/tune.py's ``open_storage`` does
-    not retry yet (issue 16: opening again after such an error finds the tables made)."""
-    return any(
-        report.returncode != 0 and "metadata.create_all" in report.output and "already exists" in report.output
-        for report in reports
-    )
-
-
 def check_shared_study(reports: list[WorkerReport], stored: StoredStudy) -> None:
     """The shared study holds exactly the trials the workers ran, once each, numbered 0..N-1, with their values,
     and its best is the best of them."""
-    if _known_storage_creation_race(reports):
-        pytest.xfail("workers started together raced creating Optuna's tables (open_storage does not retry yet)")
     for report in reports:
         assert report.returncode == 0, report.output[-3000:]
         assert len(report.ran) == TRIALS_PER_WORKER and report.best is not None, report.output[-3000:]
