@@ -20,6 +20,7 @@ from app.resources import short_path
 from core.checkpoint import find_checkpoints
 from core.jobs import (
     EvaluateJobArguments,
+    JobQueueUnreachable,
     JobRecord,
     StoredEvaluation,
     TrainJobArguments,
@@ -62,6 +63,9 @@ def _submit(kind: str, arguments: EvaluateJobArguments | TrainJobArguments, star
     try:
         job_id = submit_job(kind, arguments, started_by=started_by)
     except ValueError as error:
+        st.error(f"No job started: {error}")
+        return
+    except JobQueueUnreachable as error:  # the job row says so too (failed, with this reason)
         st.error(f"No job started: {error}")
         return
     ensure_worker()

@@ -135,7 +135,7 @@ if submitted and require_signed_in("launch tuning trials"):
             timeout_s=float(timeout) or None,
         )
         job_id, name = launch(request)
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, ConnectionError) as error:  # ConnectionError: the job queue's Redis is down
         st.error(str(error))
     else:
         st.session_state[STUDY] = name

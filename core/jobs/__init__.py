@@ -16,7 +16,7 @@ from core.jobs.arguments import (
     arguments_from_payload,
     command_defaults,
 )
-from core.jobs.queue import embedded_worker_pid, ensure_worker
+from core.jobs.queue import JobQueueUnreachable, embedded_worker_pid, ensure_worker
 from core.jobs.runner import JobCancelled, run_job
 from core.jobs.service import (
     STALE_HEARTBEAT_S,
@@ -36,6 +36,7 @@ __all__ = [
     "EvaluateJobArguments",
     "JobArguments",
     "JobCancelled",
+    "JobQueueUnreachable",
     "JobRecord",
     "StoredEvaluation",
     "TrainJobArguments",

@@ -128,3 +128,23 @@ def test_the_list_shows_progress_results_and_cancels(dashboard, tmp_path):
     next(b for b in at.button if b.label == "Open on Adapt").click().run()
     assert_clean(at)
     assert at.selectbox(key="checkpoint").value.endswith("run/best.safetensors")
+
+
+def test_an_unreachable_redis_queue_is_a_message_not_a_traceback(dashboard, monkeypatch):
+    import socket
+
+    # A port nothing listens on: bind, read its number, close.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("FEWSHOT_JOBS_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    sine = save_sine_checkpoint(dashboard.checkpoints / "sine.safetensors")
+    at = dashboard.app(JOBS).run()
+    at.selectbox(key="jobs_eval_checkpoint").set_value(str(sine))
+    at.number_input(key="jobs_eval_shot").set_value(5)
+    at.button[0].click().run()
+    assert_clean(at)
+    assert any("No job started" in e and "cannot be reached" in e for e in texts(at.error))
+    # The job row says why it never ran (core.jobs.submit_job stores it failed, with the reason).
+    [job] = dashboard.store().jobs.list()
+    assert job.status == "failed" and "cannot be reached" in (job.error or job.message or "")
