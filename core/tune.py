@@ -109,10 +109,12 @@ class StudyStopped(Exception):
 
 # ----- storage ------------------------------------------------------------------------------------------------
 def resolve_storage_url(storage_url: str | None) -> str:
-    """The study storage: ``storage_url``, or the run store's database (``core.settings.database_url``)."""
+    """The study storage: ``storage_url``, or the run store's database (``core.settings.database_url``), with an
+    installed driver (``postgresql://`` means psycopg 3: ``core.store.database.with_installed_driver``)."""
     from core.settings import database_url
+    from core.store.database import with_installed_driver
 
-    return storage_url or database_url()
+    return with_installed_driver(storage_url or database_url())
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

@@ -56,6 +56,18 @@ def _finite_or_null(value: Any) -> Any:
     return value
 
 
+def with_installed_driver(url: str | URL) -> str:
+    """``url`` with a driver that is installed: a bare ``postgresql://`` means psycopg2 to SQLAlchemy, which the
+    requirements do not install; psycopg 3 (``postgresql+psycopg://``) is used instead. Other URLs are unchanged."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        try:
+            import psycopg2  # noqa: F401  (SQLAlchemy's default PostgreSQL driver, when someone installed it)
+        except ImportError:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
 def create_store_engine(url: str | URL) -> Engine:
     """An engine for ``url``; on SQLite every new connection gets foreign keys, a busy timeout and WAL.
 
@@ -63,7 +75,7 @@ def create_store_engine(url: str | URL) -> Engine:
     as its one connection, so it gets a ``StaticPool``: the migrations and every later session then see the same
     database. A file database gets its folder created.
     """
-    url = make_url(url)
+    url = make_url(with_installed_driver(url))
     if not is_sqlite(url):
         return create_engine(url, json_serializer=json_text)
     memory = is_sqlite_memory(url)

@@ -151,3 +151,23 @@ def test_table_classes_are_named_apart_from_the_records_they_store() -> None:
         "JobRow", "LabStudyRow", "EvaluationRow",
     }
     assert not tables & set(vars(records))
+
+
+def test_a_bare_postgresql_url_uses_psycopg_3_when_psycopg2_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.store.database import with_installed_driver
+
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # import psycopg2 raises ImportError
+    assert with_installed_driver("postgresql://ada:s%40cret@db:5433/runs") == (
+        "postgresql+psycopg://ada:s%40cret@db:5433/runs"
+    )
+    for unchanged in ("postgresql+psycopg://u:p@h/d", "sqlite:///x/runs.sqlite3", "sqlite://"):
+        assert with_installed_driver(unchanged) == unchanged
+
+
+def test_a_store_opens_a_bare_postgresql_url_on_a_real_server(postgres_server, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    url = postgres_server.create_database("bare_url").replace("postgresql+psycopg://", "postgresql://", 1)
+    with Store(url) as opened:
+        assert opened.engine.url.drivername == "postgresql+psycopg"
+        job_id = opened.jobs.create("rerun", {"run_ids": [1]})
+        assert opened.jobs.get(job_id)["payload"] == {"run_ids": [1]}
