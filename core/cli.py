@@ -406,7 +406,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     request = TuneRequest(
         config_path=str(args.config), trials=args.trials, study_name=args.study, storage_url=args.storage,
-        sampler=args.sampler, pruner=args.pruner, timeout_s=args.timeout, device=args.device,
+        sampler=args.sampler, pruner=args.pruner, timeout_s=args.timeout, device=args.device, worker=args.worker,
     )
     result = run_tune(request)
     print(f"study {result.study_name!r} in {result.storage_url}: {result.n_complete} complete, "
@@ -524,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
     tune.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     tune.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    tune.add_argument("--worker", type=int, default=0,
+                      help="this worker's index (0, 1, ...) when several processes or hosts share the study: "
+                           "seeds its sampler apart from the others'")
     tune.set_defaults(func=cmd_tune)
     pack = sub.add_parser("package", help="measure a trained checkpoint on its held-out classes and ship it")
     pack.add_argument("--checkpoint", required=True, type=Path)

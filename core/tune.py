@@ -62,6 +62,7 @@ HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 # Workers started together on a new database all create Optuna's tables at once: see open_storage.
 STORAGE_OPEN_ATTEMPTS = 3
+WORKER_SEED_STRIDE = 1_000_003  # TuneRequest.worker
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class TuneRequest:
     timeout_s: float | None = None  # no new trial starts after this many seconds
     device: str | None = None  # None: FEWSHOT_DEVICE / auto
     output_root: str | None = None  # None: <repo>/runs/tune; trials go in <output_root>/<study>/trial_<n>
+    # This worker's index among the processes sharing the study (0, 1, ...). Workers that start together see the
+    # same number of finished trials; seeded alike, their samplers would draw the same values and run each trial
+    # twice. The index keeps their streams apart; worker 0 draws what a lone run draws.
+    worker: int = 0
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,8 @@ def _trial_trainer(config, device: str | None, command: str, tuning: TuningRecor
 
 def validate_request(request: TuneRequest) -> TuneSetup:
     """Everything checkable before a study exists: the config and its [tune] section, the counts, sampler, pruner."""
+    if isinstance(request.worker, bool) or not isinstance(request.worker, int) or request.worker < 0:
+        raise TuneConfigError(f"worker must be a whole number of at least 0, not {request.worker!r}")
     if isinstance(request.trials, bool) or not isinstance(request.trials, int) or request.trials < 1:
         raise TuneConfigError(f"trials must be a whole number of at least 1, not {request.trials!r}")
     if request.timeout_s is not None and not (request.timeout_s > 0 and math.isfinite(request.timeout_s)):
@@ -263,9 +270,10 @@ def run_tune(
             f"{study_dir} holds trials of an earlier study named {study_name!r} (not in {url}); "
             "choose another --study name or remove that folder"
         )
-    # Seeded by the trials done so far: a continued study draws new values, not the first trials' again.
+    # Seeded by the trials done so far: a continued study draws new values, not the first trials' again; and by
+    # the worker's index, so that workers started together draw apart (a stride far above any trial count).
     done = 0 if study_name not in existing else len(study.trials)
-    sampler = build_sampler(request.sampler, setup, seed=setup.base.seed + done)
+    sampler = build_sampler(request.sampler, setup, seed=setup.base.seed + done + WORKER_SEED_STRIDE * request.worker)
     pruner = PRUNERS[request.pruner](setup)
     study = optuna.create_study(
         study_name=study_name,

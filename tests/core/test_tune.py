@@ -19,7 +19,7 @@ from core.config import ConfigError, load_config
 from core.store import Store
 from core.store.database import alembic_config, current_revision
 from core.train import Trainer
-from core.tune import PRUNERS, TuneRequest, load_result, run_tune, ship_command
+from core.tune import PRUNERS, TuneConfigError, TuneRequest, load_result, run_tune, ship_command
 from core.tune_config import load_tune_setup
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,6 +176,19 @@ def test_continuing_a_study_continues_its_numbering_with_new_values(tmp_path: Pa
     assert [t.params for t in second.trials[:2]] == [t.params for t in first.trials]
     assert second.trials[2].params != second.trials[0].params  # the sampler is not restarted from its first draw
     assert (tmp_path / "tune" / "tiny" / "trial_3" / "best.safetensors").is_file()
+
+
+def test_workers_sharing_a_study_draw_apart_and_worker_0_draws_what_a_lone_run_draws(
+    tmp_path: Path, storage: str
+) -> None:
+    # Three studies that each start empty, as workers started together all see no finished trial.
+    lone = run_tune(request(tmp_path, storage, trials=1, study_name="lone"))
+    first = run_tune(request(tmp_path, storage, trials=1, study_name="w0", worker=0))
+    second = run_tune(request(tmp_path, storage, trials=1, study_name="w1", worker=1))
+    assert first.trials[0].params == lone.trials[0].params
+    assert second.trials[0].params != first.trials[0].params
+    with pytest.raises(TuneConfigError, match="worker must be a whole number"):
+        run_tune(request(tmp_path, storage, trials=1, study_name="bad", worker=-1))
 
 
 def test_continuing_a_study_with_another_search_space_is_refused(tmp_path: Path, shared_storage: str) -> None:

@@ -48,6 +48,7 @@ result = load_result(sys.argv[1], sys.argv[2])
 print(json.dumps({
     "best_trial": result.best_trial, "best_value": result.best_value,
     "trials": [[t.number, t.state, t.value] for t in result.trials],
+    "params": [json.dumps(t.params, sort_keys=True) for t in result.trials],
 }))
 """
 
@@ -86,12 +87,13 @@ class StoredStudy:
     best_trial: int | None
     best_value: float | None
     trials: list[tuple[int, str, float | None]]  # (number, state, value) in the order the storage lists them
+    params: list[str]  # each trial's parameters (JSON), in the same order
 
 
-def _worker_argv(study: str, storage: str) -> list[str]:
+def _worker_argv(study: str, storage: str, worker: int) -> list[str]:
     return [
         sys.executable, "-m", "core", "tune", "--config", str(CONFIG), "--trials", str(TRIALS_PER_WORKER),
-        "--study", study, "--storage", storage, "--device", "cpu",
+        "--study", study, "--storage", storage, "--device", "cpu", "--worker", str(worker),
     ]  # fmt: skip
 
 
@@ -122,7 +124,9 @@ def read_study(study: str, storage: str, env: dict[str, str], host: Host | None 
         host.command(argv) if host else argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True
     )
     data = json.loads(result.stdout.strip().splitlines()[-1])
-    return StoredStudy(data["best_trial"], data["best_value"], [tuple(row) for row in data["trials"]])
+    return StoredStudy(
+        data["best_trial"], data["best_value"], [tuple(row) for row in data["trials"]], list(data["params"])
+    )
 
 
 def check_shared_study(reports: list[WorkerReport], stored: StoredStudy) -> None:
@@ -135,6 +139,8 @@ def check_shared_study(reports: list[WorkerReport], stored: StoredStudy) -> None
     total = TRIALS_PER_WORKER * len(reports)
     assert sorted(numbers) == list(range(total))  # no duplicate, no gap
     assert sum(len(report.ran) for report in reports) == total
+    # Each worker seeds its sampler by its --worker index: no trial's values are another's (none spent twice).
+    assert len(set(stored.params)) == total, stored.params
     # Each trial was run by exactly one worker, and stored as that worker logged it.
     ran_by: dict[int, str] = {}
     for report in reports:
@@ -169,7 +175,7 @@ def test_three_tune_processes_on_one_host_share_one_study(tmp_path, study_name):
     env = _environment(tmp_path)
     with postgres.running_postgres() as server:
         storage = server.create_database("tuning")
-        reports = run_workers([_worker_argv(study_name, storage)] * 3, env)
+        reports = run_workers([_worker_argv(study_name, storage, worker) for worker in range(3)], env)
         check_shared_study(reports, read_study(study_name, storage, env))
 
 
@@ -181,6 +187,6 @@ def test_tune_workers_on_two_hosts_share_one_study(tmp_path, study_name):
     with netns.two_hosts("tu") as (a, b), postgres.running_postgres(host=a) as server:
         assert server.host == a.address  # b reaches it over the veth pair only
         storage = server.create_database("tuning")
-        argv = _worker_argv(study_name, storage)
-        reports = run_workers([a.command(argv), b.command(argv), b.command(argv)], env)
+        argvs = [_worker_argv(study_name, storage, worker) for worker in range(3)]
+        reports = run_workers([a.command(argvs[0]), b.command(argvs[1]), b.command(argvs[2])], env)
         check_shared_study(reports, read_study(study_name, storage, env, host=b))
