@@ -193,8 +193,8 @@ def test_migrating_inside_an_open_transaction_with_foreign_keys_on_is_refused(sq
     assert current_revision(store.engine) == HEAD and row_counts(store) == before
 
 
-def test_the_alembic_command_line_uses_the_shipped_ini(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+def test_the_alembic_command_line_uses_the_shipped_ini(tmp_path: Path, db_url: str) -> None:
+    url = db_url
     environment = {**os.environ, "FEWSHOT_DATABASE_URL": url}
     ini = Path(__file__).resolve().parents[3] / "core" / "store" / "alembic.ini"
     completed = subprocess.run(
