@@ -12,6 +12,7 @@ This module imports neither torch nor numpy: the run store (``core.store``) read
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -260,13 +261,16 @@ def job_workers() -> int:
 
 def job_queue_file() -> Path:
     """The embedded job queue's SQLite file: beside the run store's SQLite database (``fewshot.sqlite3`` ->
-    ``fewshot.jobs.sqlite3``), or ``data/jobs.sqlite3`` when the run store is not a SQLite file."""
-    match = _SQLITE_FILE_URL.match(database_url())
+    ``fewshot.jobs.sqlite3``); for any other store (PostgreSQL, in-memory SQLite) ``data/jobs-<hash>.sqlite3``,
+    named by a hash of the store's URL, so that two stores (two deployments, two test sessions) never share a
+    queue whose jobs name rows of the other."""
+    url = database_url()
+    match = _SQLITE_FILE_URL.match(url)
     database = match.group(1) if match else ""
     if database and database != ":memory:":
         path = Path(database).expanduser()
         return path.with_name(f"{path.stem}.jobs.sqlite3")
-    return DATA_DIR / "jobs.sqlite3"
+    return DATA_DIR / f"jobs-{hashlib.sha256(url.encode()).hexdigest()[:12]}.sqlite3"
 
 
 def _paths(value: str) -> list[Path]:

@@ -108,3 +108,17 @@ def test_no_other_module_reads_a_fewshot_variable():
             if re.search(r"[\"']FEWSHOT_", text):  # a variable's name as a string: someone reads it
                 readers.append(str(path.relative_to(ROOT)))
     assert readers == []
+
+
+def test_the_job_queue_file_follows_the_store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("FEWSHOT_DATABASE_URL", f"sqlite:///{tmp_path / 'runs.sqlite3'}")
+    assert settings.job_queue_file() == tmp_path / "runs.jobs.sqlite3"
+    # Any other store: a file per store URL, so two databases never share a queue.
+    queues = set()
+    for url in ("postgresql+psycopg://u:p@h/one", "postgresql+psycopg://u:p@h/two", "sqlite://"):
+        monkeypatch.setenv("FEWSHOT_DATABASE_URL", url)
+        path = settings.job_queue_file()
+        assert path.parent == settings.DATA_DIR and path.name.startswith("jobs-") and path.suffix == ".sqlite3"
+        assert settings.job_queue_file() == path  # the same store, the same queue
+        queues.add(path)
+    assert len(queues) == 3

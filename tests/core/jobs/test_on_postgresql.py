@@ -3,9 +3,9 @@ README (PostgreSQL for the store, Redis for the queue, ``python -m core worker``
 
 The bodies are ``test_jobs.py``'s, imported below, not copies; so are ``test_redis_queue.py``'s fixtures (the queue in
 a throw-away Redis server, workers started by hand). Only the run store changes: ``job_database_url`` is a fresh
-database on the session's PostgreSQL server. The queue is Redis rather than the embedded SQLite one because that one
-lives beside a SQLite run store (``core.settings.job_queue_file``); with another database it is one fixed file under
-``data/``, which concurrent test sessions would share. Their SQLite runs are ``test_jobs.py`` and
+database on the session's PostgreSQL server. The queue is Redis, as in the README's scaled set-up (with another
+database than a SQLite file, the embedded queue is a file under ``data/`` named by the store URL's hash,
+``core.settings.job_queue_file``, which would put files in the checkout). Their SQLite runs are ``test_jobs.py`` and
 ``test_redis_queue.py``. A study in the run store's PostgreSQL database is ``tests/core/test_tune.py``'s.
 """
 
