@@ -95,6 +95,8 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     """Replace the folder's manifest atomically."""
     path = Path(folder) / MANIFEST_NAME
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-")
+    # mkstemp makes the file 0600; the manifest is read by everyone who reads the checkpoints (a container's user).
+    os.chmod(tmp, 0o644)
     with os.fdopen(fd, "w") as handle:
         json.dump(manifest.to_dict(), handle, indent=2, sort_keys=True)
         handle.write("\n")

@@ -44,6 +44,7 @@ def test_the_manifest_round_trips_and_a_missing_one_is_empty(tmp_path: Path) -> 
     write_manifest(tmp_path, manifest)
     assert read_manifest(tmp_path) == manifest
     assert json.loads((tmp_path / "MANIFEST.json").read_text())["checkpoints"]["b.safetensors"]["bytes"] == 10
+    assert (tmp_path / "MANIFEST.json").stat().st_mode & 0o777 == 0o644  # readable by a container's own user
     (tmp_path / "MANIFEST.json").write_text('{"checkpoints": {"x.safetensors": {"sha256": "00"}}}')
     with pytest.raises(CheckpointError, match="MANIFEST.json cannot be read"):
         read_manifest(tmp_path)
