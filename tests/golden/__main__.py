@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.add:
         with safe_open(str(GOLDEN_FILE), framework="pt") as golden:
             metadata = dict(golden.metadata())
-            tensors = {key: golden.get_tensor(key) for key in golden.keys() if key.split("/")[0] not in args.add}
+            names = golden.keys()  # a safe_open handle is not iterable
+            tensors = {key: golden.get_tensor(key) for key in names if key.split("/")[0] not in args.add}
     root = omniglot_root()
     recorded = 0
     for case, path, _metadata in cases():
