@@ -2,11 +2,13 @@
 whose rule is meta-learned, rewriting their headers only (``core.packaging.record_adaptivity``; the held-out
 accuracies are not measured again, the tensors keep their bytes, the manifest gets the new hashes).
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/record_adaptivity.py [FOLDER]   # default: assets/checkpoints
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/record_adaptivity.py [FOLDER] [--only FILE ...]
+    # default folder: assets/checkpoints; --only: just these files (a newly shipped one), the others untouched
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,8 +20,18 @@ from core.settings import SHIPPED_CHECKPOINT_DIR
 
 
 def main(argv: list[str]) -> int:
-    folder = Path(argv[0]) if argv else SHIPPED_CHECKPOINT_DIR
-    for name in sorted(read_manifest(folder).checkpoints):
+    parser = argparse.ArgumentParser(prog="bench/record_adaptivity.py")
+    parser.add_argument("folder", nargs="?", type=Path, default=SHIPPED_CHECKPOINT_DIR)
+    parser.add_argument("--only", nargs="+", metavar="FILE", help="record only these files of the folder")
+    args = parser.parse_args(argv)
+    folder = args.folder
+    names = sorted(read_manifest(folder).checkpoints)
+    if args.only:
+        missing = sorted(set(args.only) - set(names))
+        if missing:
+            parser.error(f"not in {folder / 'MANIFEST.json'}: {', '.join(missing)}")
+        names = [name for name in names if name in args.only]
+    for name in names:
         path = folder / name
         protocol = adaptivity_protocol(read_metadata(path))
         if protocol is None:

@@ -14,7 +14,7 @@ from core.checkpoint import read_manifest, read_metadata
 from core.packaging import SETTINGS
 from core.settings import SHIPPED_CHECKPOINT_DIR as SHIPPED_DIR
 
-LABELS = {"sgd": "SGD", "alfa": "ALFA", "alfa_random": "ALFA", "per_step": "per-step rates", "meta_sgd": "Meta-SGD"}
+LABELS = {"sgd": "SGD", "alfa": "ALFA", "alfa_random": "ALFA", "per_step": "per-step rates", "meta_sgd": "Meta-SGD", "anil": "ANIL"}
 
 
 def main() -> int:

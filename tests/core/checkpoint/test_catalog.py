@@ -64,9 +64,9 @@ def test_no_default_without_a_readable_manifest(tmp_path: Path) -> None:
     assert not is_default_checkpoint(tmp_path / "a.safetensors")
 
 
-def test_the_shipped_default_is_resnet12_alfa_maml() -> None:
+def test_the_shipped_default_is_resnet12_alfa_maml_augmented() -> None:
     assert [p.name for p in sorted(SHIPPED_CHECKPOINT_DIR.glob("*.safetensors")) if is_default_checkpoint(p)] == [
-        "resnet12_alfa_maml.safetensors"
+        "resnet12_alfa_maml_augmented.safetensors"
     ]
 
 
