@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from PIL import Image
 from core.settings import chromium_path
 from core.store import Store
 from tests.app.builders import SHAPES, TINY_IMAGE, save_tiny_checkpoint, shape_image, upload_classes, upload_queries
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -73,12 +73,6 @@ def sync_playwright():
     return sync_playwright
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _seed_other_run(url: str, checkpoint: Path) -> None:
     """A second, different run (2-way 1-shot, SGD only) so the Runs page has something to compare."""
     from core.data.images import ImageSpec
@@ -112,7 +106,7 @@ def dashboard(tmp_path_factory, sync_playwright) -> Iterator[dict[str, str]]:
         checkpoint = save_tiny_checkpoint(tmp / "checkpoints" / "tiny-alfa.safetensors")
     database = f"sqlite:///{tmp / 'dashboard.sqlite3'}"
     _seed_other_run(database, checkpoint)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FEWSHOT_DATABASE_URL": database,

@@ -20,11 +20,11 @@ from tests.browser.test_dashboard import (
     CHROMIUM,
     CHROMIUM_ARGS,
     WAIT_MS,
-    _free_port,
     _wait_idle,
     _wait_until_serving,
     sync_playwright,
 )
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ __all__ = ["sync_playwright"]  # the fixture, shared with test_dashboard.py
 @pytest.fixture
 def jobs_dashboard(tmp_path, sync_playwright) -> Iterator[dict[str, str]]:
     checkpoint = save_sine_checkpoint(tmp_path / "checkpoints" / "sine.safetensors")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "FEWSHOT_DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.sqlite3'}",

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from tests.support.ports import free_port
 from tests.tolerances import gamma, unit_roundoff
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,12 +96,6 @@ def sine_config(path: Path, output: Path, rule: str, iterations: int, meta_batch
         SINE.format(output=output, rule=rule, rule_extra=extra, meta_batch=meta_batch, iterations=iterations)
     )
     return path
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from tests.support.netns import Host
@@ -122,14 +123,6 @@ def _checked_name(name: str) -> str:
     return name
 
 
-def _free_port(listen: str) -> int:
-    # Inside a fresh namespace every port is free; the probe binds on loopback here for the number only.
-    address = listen if listen in ("127.0.0.1", "localhost") else "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
-
-
 def _server_command(argv: Sequence[str], host: Host | None) -> list[str]:
     command = list(argv)
     if _runs_as_server_user():
@@ -165,7 +158,7 @@ def running_postgres(
     if host is not None and listen == "127.0.0.1":
         listen = host.address
     bin_dir = _bin_dir()
-    port = port if port is not None else _free_port(listen)
+    port = port if port is not None else free_port()
     password = secrets.token_hex(16)
     base = Path(tempfile.mkdtemp(prefix="fewshot-pg-", dir="/tmp"))
     data = base / "data"

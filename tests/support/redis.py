@@ -12,7 +12,6 @@ reach the server's namespace.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tests.support.ports import free_port
 
 if TYPE_CHECKING:
     from tests.support.netns import Host
@@ -70,13 +71,6 @@ class RedisServer:
         return result.stdout.strip()
 
 
-def _free_port() -> int:
-    # Inside a fresh namespace every port is free; the probe binds on loopback here for the number only.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def running_redis(
     *, listen: str = "127.0.0.1", port: int | None = None, host: Host | None = None
@@ -90,7 +84,7 @@ def running_redis(
         raise RuntimeError(reason)
     if host is not None and listen == "127.0.0.1":
         listen = host.address
-    port = port if port is not None else _free_port()
+    port = port if port is not None else free_port()
     base = Path(tempfile.mkdtemp(prefix="fewshot-redis-"))
     argv = [
         SERVER,
