@@ -13,6 +13,7 @@ from core.checkpoint import read_metadata
 from core.config import ConfigError, config_from_dict, load_config
 from core.meta.outer_step import choose_outer_step
 from core.rules import rule_spec
+from tests.core.checkpoint.test_metadata import LEGACY_SHIPPED
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.toml"))
 
@@ -45,6 +46,15 @@ SHIPPED = sorted((Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_checkpoints_training_config_reads_back_as_its_rule(path):
+    metadata = read_metadata(path)
+    config = config_from_dict(dict(metadata.training.config))
+    options = dataclasses.asdict(rule_spec(metadata.rule.name).options(**metadata.rule.options))
+    assert config.rule.as_rule_dict() == {"name": metadata.rule.name, **options}
+    assert config_from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("path", LEGACY_SHIPPED, ids=lambda p: p.stem)
 def test_the_training_configs_stored_in_shipped_checkpoints_parse_to_their_rule(path):
     """They carry the old shared ``[rule]`` table (an sgd rule with weight_decay, generator_init and steps = None)."""
     metadata = read_metadata(path)

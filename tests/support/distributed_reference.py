@@ -171,12 +171,25 @@ def single_process_reference(config_path: Path, iterations: int) -> Reference:
     """Meta-train ``iterations`` steps in this process (``core.train.Trainer.step``, as ``python -m core train``
     does), recording each task's own meta-gradient at every iteration to derive :func:`adam_tolerance`."""
     from core.config import load_config
-    from core.meta.estimator import LAST_STEP
-    from core.train import Trainer
 
     config = load_config(config_path)
     if config.meta.multi_step_loss or config.meta.cosine_schedule or config.meta.outer_step != "adam":
         raise ValueError("the derived tolerance covers Adam at a constant rate on the last step's query loss")
+    # The bound covers one difference only, the order of the sum over tasks: each task's own gradient must come out
+    # of the same kernels, bit for bit. The number of intra-op threads splits a kernel's sums differently, so the
+    # reference runs on one thread, as the ranks do (OMP_NUM_THREADS=1 in launch_ranks), whatever this process has.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _single_process_reference(config, iterations)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _single_process_reference(config, iterations: int) -> Reference:
+    from core.meta.estimator import LAST_STEP
+    from core.train import Trainer
+
     trainer = Trainer(config, device="cpu", progress=False)
     names = list(trainer.trainable)
     initial = {n: t.detach().clone() for n, t in trainer.learner.state_dict().items()}

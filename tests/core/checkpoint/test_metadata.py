@@ -24,6 +24,12 @@ from core.settings import SHIPPED_CHECKPOINT_DIR
 from tests.app.builders import save_sine_checkpoint, save_tiny_checkpoint, synthetic_spread
 
 SHIPPED = sorted(SHIPPED_CHECKPOINT_DIR / name for name in read_manifest(SHIPPED_CHECKPOINT_DIR).checkpoints)
+# The files shipped before the metadata schema was versioned; every later one is written in the current schema.
+LEGACY_SHIPPED = tuple(
+    SHIPPED_CHECKPOINT_DIR / f"{name}.safetensors"
+    for name in ("conv4_alfa_maml", "conv4_alfa_random", "conv4_maml", "resnet12_alfa_maml", "resnet12_alfa_random",
+                 "resnet12_maml")
+)
 # A version-1 header as the oldest code wrote it for a model nobody trained through Trainer: only what describes
 # the tensors.
 MINIMAL_V1 = {"format": "fewshot-checkpoint", "format_version": 1, "backbone": {"name": "conv4", "n_classes": 5},
@@ -35,6 +41,16 @@ def _json(header: dict) -> dict:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_file_is_a_legacy_one_or_of_the_current_schema(path: Path) -> None:
+    header = read_header(path)
+    if path in LEGACY_SHIPPED:
+        assert "schema_version" not in header
+    else:
+        assert header["schema_version"] == SCHEMA_VERSION
+        assert read_metadata(path).verbatim() == header
+
+
+@pytest.mark.parametrize("path", LEGACY_SHIPPED, ids=lambda p: p.name)
 def test_the_shipped_files_parse_as_version_1_with_what_they_record(path: Path) -> None:
     header = read_header(path)
     # Written before the schema was versioned, and never rewritten into it (record_adaptivity adds one key).
